@@ -1,0 +1,85 @@
+"""Apache Airflow provider for Octopods SMS."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "get_provider_info"]
+
+
+def get_provider_info() -> dict:
+    """
+    Describe this provider to Airflow's ``ProvidersManager``.
+
+    Registered as the ``apache_airflow_provider`` entry point. The connection form is declared here
+    (``conn-fields`` and ``ui-field-behaviour``) for Airflow 3.2+; ``OctopodsHook.get_ui_field_behaviour``
+    serves older UIs with the same values.
+    """
+    return {
+        "package-name": "airflow-provider-octopods",
+        "name": "Octopods",
+        "description": "Send SMS through `Octopods <https://octopods.io>`__ and gate DAGs on their delivery.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Octopods",
+                "external-doc-url": "https://octopods.io",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Octopods",
+                "python-modules": ["airflow_provider_octopods.hooks.octopods"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Octopods",
+                "python-modules": ["airflow_provider_octopods.sensors.octopods"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Octopods",
+                "python-modules": ["airflow_provider_octopods.triggers.octopods"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_octopods.hooks.octopods.OctopodsHook",
+                "hook-name": "Octopods",
+                "connection-type": "octopods",
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR_KEBAB,
+                "conn-fields": CONN_FIELDS,
+            }
+        ],
+    }
+
+
+# One source for the connection form: the kebab-case declaration above and the hook's
+# ``get_ui_field_behaviour()`` (camel-case keys, for Airflow < 3.2) are both built from these.
+HIDDEN_FIELDS = ["login", "schema", "port"]
+RELABELING = {"password": "Channel API key", "host": "Octopods URL"}
+PLACEHOLDERS = {
+    "host": "https://app.octopods.io",
+    "password": "Channel API key from Octopods (Settings > Channels > SMS)",
+    "extra": '{"timeout": 30}',
+}
+UI_FIELD_BEHAVIOUR_KEBAB = {
+    "hidden-fields": HIDDEN_FIELDS,
+    "relabeling": RELABELING,
+    "placeholders": PLACEHOLDERS,
+}
+CONN_FIELDS = {
+    "timeout": {
+        "label": "Request timeout (seconds)",
+        "description": "Seconds to wait for Octopods to answer one request (default 30).",
+        "schema": {"type": ["number", "null"], "minimum": 1},
+    },
+    "allow_insecure_http": {
+        "label": "Allow plain http:// to a non-loopback host",
+        "description": "Off by default: the API key would travel unencrypted.",
+        "schema": {"type": ["boolean", "null"]},
+    },
+}

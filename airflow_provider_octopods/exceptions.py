@@ -1,0 +1,164 @@
+"""
+Errors raised by the Octopods provider.
+
+Every error is an :class:`OctopodsError` (an ``AirflowException``). Errors that no retry can fix
+(a rejected key, a bad request, a failed delivery, a timed-out wait) also derive from
+``AirflowFailException`` or ``AirflowSensorTimeout`` so the task fails at once, without retries.
+Transient trouble is an :class:`OctopodsTransientError`: callers poll again instead of failing.
+
+Errors travel from the triggerer to the worker as JSON (:meth:`OctopodsError.to_dict` and
+:func:`error_from_dict`); none of them ever holds the API key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+)
+
+#: ``error_code`` Octopods answers when the key was rotated or revoked.
+ERROR_CODE_KEY_REVOKED = 5
+#: ``error_code`` Octopods answers when its SMS provider failed (worth a task retry).
+ERROR_CODE_PROVIDER_ERROR = 4
+
+
+class OctopodsError(AirflowException):
+    """Base class of every error raised by the Octopods provider."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe description of the error, rebuilt by :func:`error_from_dict`."""
+        return {"type": type(self).__name__, "message": str(self)}
+
+
+class OctopodsInputError(OctopodsError, ValueError):
+    """
+    A value given to the provider is invalid; raised before any request is made.
+
+    :param field: the name of the offending argument, e.g. ``message_id``.
+    :param message: what is wrong and how to fix it.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"Invalid {field}: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "message": str(self), "field": self.field}
+
+
+class OctopodsApiError(OctopodsError):
+    """
+    Octopods answered with an error.
+
+    :param message: a sentence for the user.
+    :param status_code: the HTTP status code, or None when no answer arrived.
+    :param error_code: Octopods' ``error_code``, when the body carried one.
+    :param error: Octopods' ``error`` text, verbatim.
+    :param request_id: Octopods' ``request_id``, to quote to Octopods support.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_code: int | None = None,
+        error: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.error_code = error_code
+        self.error = error
+        self.request_id = request_id
+        if request_id:
+            message = f"{message} (request_id {request_id})"
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "message": str(self),
+            "status_code": self.status_code,
+            "error_code": self.error_code,
+            "error": self.error,
+            "request_id": self.request_id,
+        }
+
+
+class OctopodsBadRequestError(OctopodsApiError, AirflowFailException):
+    """Octopods refused the request itself (a missing argument, an unknown message); retrying cannot help."""
+
+
+class OctopodsAuthError(OctopodsApiError, AirflowFailException):
+    """Octopods rejected the Channel API key (HTTP 401, or ``error_code`` 5: rotated or revoked)."""
+
+
+class OctopodsTransientError(OctopodsApiError):
+    """
+    Trouble that may pass: HTTP 429 or 5xx, an unreadable body, a connection error or a timeout.
+
+    :param retry_after: seconds the server asked us to wait (``Retry-After``), if it said.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "retry_after": self.retry_after}
+
+
+class OctopodsDeliveryError(OctopodsError, AirflowFailException):
+    """An SMS reached a terminal status other than ``delivered`` (``failed`` or ``undelivered``)."""
+
+
+class OctopodsTimeoutError(OctopodsError, AirflowSensorTimeout):
+    """The wait for delivery passed its deadline; the message names the last status seen."""
+
+
+_ERROR_TYPES: dict[str, type[OctopodsError]] = {
+    cls.__name__: cls
+    for cls in (
+        OctopodsError,
+        OctopodsApiError,
+        OctopodsBadRequestError,
+        OctopodsAuthError,
+        OctopodsTransientError,
+        OctopodsDeliveryError,
+        OctopodsTimeoutError,
+    )
+}
+
+
+def error_from_dict(data: dict[str, Any]) -> OctopodsError:
+    """
+    Rebuild an error from :meth:`OctopodsError.to_dict`, e.g. out of a trigger event.
+
+    The message is kept verbatim (it already carries the request id); unknown types become a plain
+    :class:`OctopodsError` so nothing is lost.
+
+    :param data: the dictionary made by ``to_dict``.
+    """
+    message = str(data.get("message", "Octopods error"))
+    kind = data.get("type")
+    if kind == "OctopodsInputError":
+        err: OctopodsError = OctopodsInputError(str(data.get("field", "value")), "")
+        err.args = (message,)
+        return err
+    cls = _ERROR_TYPES.get(str(kind), OctopodsError)
+    if issubclass(cls, OctopodsApiError):
+        api_err = cls(
+            message,
+            status_code=data.get("status_code"),
+            error_code=data.get("error_code"),
+            error=data.get("error"),
+        )
+        api_err.request_id = data.get("request_id")
+        if isinstance(api_err, OctopodsTransientError):
+            api_err.retry_after = data.get("retry_after")
+        return api_err
+    return cls(message)

@@ -1,0 +1,486 @@
+"""Hooks for the Octopods SMS API: :class:`OctopodsHook` (sync) and :class:`OctopodsAsyncHook` (triggers)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import weakref
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import requests
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+from airflow.providers.http.hooks.http import HttpHook
+
+from airflow_provider_octopods import HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
+from airflow_provider_octopods._http import (
+    CONNECT_TIMEOUT,
+    MAX_REDIRECTS,
+    MAX_RESPONSE_BYTES,
+    SEND_PATH,
+    ApiSettings,
+    api_key,
+    api_settings,
+    backoff_delay,
+    interpret_response,
+    redirect_target,
+    request_headers,
+    status_path,
+)
+from airflow_provider_octopods.exceptions import (
+    OctopodsAuthError,
+    OctopodsBadRequestError,
+    OctopodsError,
+    OctopodsTransientError,
+)
+from airflow_provider_octopods.models import (
+    SentSms,
+    SmsStatus,
+    validate_body,
+    validate_message_id,
+    validate_phone,
+)
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["OctopodsAsyncHook", "OctopodsHook", "SentSms", "SmsStatus"]
+
+_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+#: The message id the connection test asks about: no message has it, so a valid key gets a 400.
+_PROBE_MESSAGE_ID = 0
+
+
+def _too_large(size: int) -> OctopodsTransientError:
+    return OctopodsTransientError(
+        f"Octopods sent an answer larger than {MAX_RESPONSE_BYTES} bytes ({size}); refused unread."
+    )
+
+
+def _send_payload(
+    destination_phone: str,
+    body: str,
+    destination_user_name: str | None,
+    open_intercom_conversation: bool | None,
+    intercom_teammate_id: str | int | None,
+) -> dict[str, Any]:
+    """Validate a send's arguments and return its JSON body (shared by both hooks)."""
+    payload: dict[str, Any] = {
+        "destination_phone": validate_phone(destination_phone),
+        "body": validate_body(body),
+    }
+    if destination_user_name is not None:
+        payload["destination_user_name"] = str(destination_user_name)
+    if open_intercom_conversation is not None:
+        payload["open_intercom_conversation"] = bool(open_intercom_conversation)
+    if intercom_teammate_id is not None:
+        payload["intercom_teammate_id"] = intercom_teammate_id
+    return payload
+
+
+class OctopodsHook(HttpHook):
+    """
+    Talk to the Octopods SMS API synchronously.
+
+    The connection's password is the Channel API key; it travels only in the ``X-Octopods-Auth``
+    header. One ``requests`` session (with TCP keep-alive) is reused for every call of the hook.
+    Transient trouble (HTTP 429 and 5xx, unreadable answers, connection errors, timeouts) is
+    retried ``max_retries`` times with capped, jittered backoff that honours ``Retry-After``.
+    When Octopods rejects the key, the connection is read again once, so a key rotated in Airflow
+    while a sensor waits is picked up.
+
+    :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>` to use.
+    :param max_retries: how many times to retry a transient failure before raising it.
+    """
+
+    conn_name_attr = "octopods_conn_id"
+    default_conn_name = "octopods_default"
+    conn_type = "octopods"
+    hook_name = "Octopods"
+
+    def __init__(
+        self,
+        octopods_conn_id: str = default_conn_name,
+        *,
+        max_retries: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(method="GET", http_conn_id=octopods_conn_id, **kwargs)
+        self.octopods_conn_id = octopods_conn_id
+        self.max_retries = max_retries
+        self._session: requests.Session | None = None
+        self._settings: ApiSettings | None = None
+        self._key: str | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(octopods_conn_id={self.octopods_conn_id!r})"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Return the connection form's layout for Airflow UIs older than 3.2."""
+        return {"hidden_fields": HIDDEN_FIELDS, "relabeling": RELABELING, "placeholders": PLACEHOLDERS}
+
+    def _load_connection(self) -> tuple[ApiSettings, str]:
+        conn = self.get_connection(self.octopods_conn_id)
+        settings, key = api_settings(conn), api_key(conn)
+        mask_secret(key)
+        self._settings, self._key = settings, key
+        self.base_url = settings.base_url
+        return settings, key
+
+    def get_conn(
+        self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
+    ) -> requests.Session:
+        """
+        Return the hook's ``requests`` session, created on first use and reused afterwards.
+
+        The session carries no credentials: the key is added to each request by the hook.
+
+        :param headers: extra headers for every request of the session.
+        :param extra_options: ignored; kept for ``HttpHook`` compatibility.
+        """
+        if self._session is None:
+            settings = self._settings or self._load_connection()[0]
+            session = requests.Session()
+            session.verify = settings.verify
+            session.max_redirects = 0
+            if self.keep_alive_adapter is not None:
+                session.mount("https://", self.keep_alive_adapter)
+                session.mount("http://", self.keep_alive_adapter)
+            self._session = session
+        if headers:
+            self._session.headers.update(headers)
+        return self._session
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections of the hook."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _request_once(self, method: str, path: str, payload: dict[str, Any] | None) -> Any:
+        settings, key = (
+            (self._settings, self._key) if self._settings and self._key else self._load_connection()
+        )
+        session = self.get_conn()
+        url = settings.base_url + path
+        for _ in range(MAX_REDIRECTS + 1):
+            started = time.monotonic()
+            try:
+                response = session.request(
+                    method,
+                    url,
+                    headers=request_headers(key, with_body=payload is not None),
+                    json=payload,
+                    timeout=(CONNECT_TIMEOUT, settings.timeout),
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except requests.Timeout:
+                raise OctopodsTransientError(
+                    f"Octopods did not answer {method} {path} within {settings.timeout:g} s."
+                ) from None
+            except requests.RequestException as err:
+                raise OctopodsTransientError(
+                    f"Could not reach Octopods at {settings.base_url}: {type(err).__name__}."
+                ) from None
+            with response:
+                if response.status_code in _REDIRECT_CODES:
+                    url = redirect_target(url, response.headers.get("Location"))
+                    continue
+                body = self._read_body(response, started + settings.timeout)
+            return interpret_response(response.status_code, body, response.headers, self.octopods_conn_id)
+        raise OctopodsTransientError(f"Octopods redirected more than {MAX_REDIRECTS} times.")
+
+    @staticmethod
+    def _read_body(response: requests.Response, deadline: float) -> bytes:
+        """Read at most ``MAX_RESPONSE_BYTES`` before ``deadline``, so a trickling server cannot hold us."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise _too_large(int(declared))
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                chunk = response.raw.read1(8192) if hasattr(response.raw, "read1") else response.raw.read(8192)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise _too_large(size)
+                if time.monotonic() > deadline:
+                    raise OctopodsTransientError("Octopods' answer took too long to arrive; will ask again.")
+        except (requests.RequestException, OSError, ValueError) as err:
+            raise OctopodsTransientError(
+                f"The connection to Octopods broke while reading the answer ({type(err).__name__})."
+            ) from None
+        except Exception as err:  # urllib3's ProtocolError and friends
+            if isinstance(err, OctopodsError):
+                raise
+            raise OctopodsTransientError(
+                f"The connection to Octopods broke while reading the answer ({type(err).__name__})."
+            ) from None
+        return b"".join(chunks)
+
+    def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        """Send one API call with the retry and key-refresh rules described on the class."""
+        attempt = 0
+        refreshed = False
+        while True:
+            try:
+                return self._request_once(method, path, payload)
+            except OctopodsAuthError:
+                old_key = self._key
+                if refreshed or self._load_connection()[1] == old_key:
+                    raise
+                refreshed = True
+                self.log.info("The Channel API key of '%s' changed; retrying with it.", self.octopods_conn_id)
+            except OctopodsTransientError as err:
+                # A send is never repeated blindly: it may have reached Octopods.
+                attempt += 1
+                if method != "GET" or attempt > self.max_retries:
+                    raise
+                delay = backoff_delay(attempt, err.retry_after)
+                self.log.warning("%s Retry %d/%d in %.1f s.", err, attempt, self.max_retries, delay)
+                time.sleep(delay)
+
+    def get_sms_status(self, message_id: int | str) -> SmsStatus:
+        """
+        Return the current status of an SMS.
+
+        :param message_id: the ``message_id`` returned when the SMS was sent (an int or a string
+            of digits).
+        """
+        number = validate_message_id(message_id)
+        return SmsStatus.from_api(self._request("GET", status_path(number)), expected_message_id=number)
+
+    def send_sms(
+        self,
+        destination_phone: str,
+        body: str,
+        *,
+        destination_user_name: str | None = None,
+        open_intercom_conversation: bool | None = None,
+        intercom_teammate_id: str | int | None = None,
+    ) -> SentSms:
+        """
+        Send an SMS. It is sent at most once: a transient failure is raised, never retried blindly.
+
+        :param destination_phone: the recipient in E.164 form, e.g. ``+15551234567``.
+        :param body: the text, 1 to 1,600 characters.
+        :param destination_user_name: the recipient's name, shown in Octopods.
+        :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
+        :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
+        """
+        payload = _send_payload(
+            destination_phone, body, destination_user_name, open_intercom_conversation, intercom_teammate_id
+        )
+        return SentSms.from_api(self._request("POST", SEND_PATH, payload))
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the connection's URL and Channel API key (the UI's Test button)."""
+        ok = "Connection works: Octopods accepted the Channel API key."
+        try:
+            self._request("GET", status_path(_PROBE_MESSAGE_ID))
+        except OctopodsAuthError as err:
+            return False, str(err)
+        except OctopodsBadRequestError:
+            return True, ok  # the key was accepted; the probe message does not exist
+        except OctopodsError as err:
+            return False, f"Could not check the Channel API key: {err}"
+        finally:
+            self.close()
+        return True, ok
+
+
+@lru_cache(maxsize=8)
+def _ssl_context(cafile: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
+
+
+def _ssl_param(verify: bool | str) -> ssl.SSLContext | bool | None:
+    if isinstance(verify, str):
+        return _ssl_context(verify)
+    return None if verify else False
+
+
+class _SessionPool:
+    """
+    One ``aiohttp.ClientSession`` per event loop, shared by every async hook on that loop.
+
+    A triggerer running a thousand Octopods triggers keeps one connection pool with keep-alive
+    instead of a session (and a TCP connection) per trigger or per poll. Hooks take a reference
+    with :meth:`acquire` and give it back with :meth:`release`; the last one out closes the
+    session. The session has no cookie jar, and the key is set per request, never on the session.
+    """
+
+    _entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def acquire(cls) -> aiohttp.ClientSession:
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        entry = cls._entries.get(loop)
+        if entry is None or entry[0].closed:
+            connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=90, ttl_dns_cache=300)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+            entry = cls._entries[loop] = [session, 0]
+        entry[1] += 1
+        return entry[0]
+
+    @classmethod
+    async def release(cls, session: aiohttp.ClientSession) -> None:
+        loop = asyncio.get_running_loop()
+        entry = cls._entries.get(loop)
+        if entry is None or entry[0] is not session:
+            await session.close()
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del cls._entries[loop]
+            await session.close()
+
+
+class OctopodsAsyncHook(BaseHook):
+    """
+    Talk to the Octopods SMS API from asyncio code (triggers).
+
+    Requests go through one pooled ``aiohttp`` session shared by all hooks on the event loop;
+    call :meth:`close` (or use ``async with``) when done. One call is one request: the caller
+    (the trigger) owns the polling schedule and backoff. The connection is read without blocking
+    the event loop, once, and again only if Octopods rejects the key (a rotated key is picked up).
+
+    :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>` to use.
+    """
+
+    conn_name_attr = "octopods_conn_id"
+    default_conn_name = "octopods_default"
+    conn_type = "octopods"
+    hook_name = "Octopods"
+
+    def __init__(self, octopods_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.octopods_conn_id = octopods_conn_id
+        self._session: aiohttp.ClientSession | None = None
+        self._settings: ApiSettings | None = None
+        self._key: str | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(octopods_conn_id={self.octopods_conn_id!r})"
+
+    async def __aenter__(self) -> OctopodsAsyncHook:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _load_connection(self) -> tuple[ApiSettings, str]:
+        from airflow.providers.common.compat.connection import get_async_connection
+
+        conn = await get_async_connection(self.octopods_conn_id)
+        settings, key = api_settings(conn), api_key(conn)
+        mask_secret(key)
+        self._settings, self._key = settings, key
+        return settings, key
+
+    async def close(self) -> None:
+        """Give the shared session back; the last hook on the event loop closes it."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await _SessionPool.release(session)
+
+    async def _request_once(self, method: str, path: str, payload: dict[str, Any] | None) -> Any:
+        import aiohttp
+
+        settings, key = (
+            (self._settings, self._key) if self._settings and self._key else await self._load_connection()
+        )
+        if self._session is None:
+            self._session = _SessionPool.acquire()
+        url = settings.base_url + path
+        timeout = aiohttp.ClientTimeout(total=settings.timeout, connect=CONNECT_TIMEOUT)
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                async with self._session.request(
+                    method,
+                    url,
+                    headers=request_headers(key, with_body=payload is not None),
+                    json=payload,
+                    allow_redirects=False,
+                    ssl=_ssl_param(settings.verify),
+                    timeout=timeout,
+                ) as response:
+                    if response.status in _REDIRECT_CODES:
+                        url = redirect_target(url, response.headers.get("Location"))
+                        continue
+                    if (response.content_length or 0) > MAX_RESPONSE_BYTES:
+                        raise _too_large(response.content_length or 0)
+                    body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                    while body and len(body) <= MAX_RESPONSE_BYTES:
+                        more = await response.content.read(MAX_RESPONSE_BYTES + 1 - len(body))
+                        if not more:
+                            break
+                        body += more
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise _too_large(len(body))
+                    return interpret_response(response.status, body, response.headers, self.octopods_conn_id)
+            except asyncio.TimeoutError:
+                raise OctopodsTransientError(
+                    f"Octopods did not answer {method} {path} within {settings.timeout:g} s."
+                ) from None
+            except aiohttp.ClientError as err:
+                raise OctopodsTransientError(
+                    f"Could not reach Octopods at {settings.base_url}: {type(err).__name__}."
+                ) from None
+        raise OctopodsTransientError(f"Octopods redirected more than {MAX_REDIRECTS} times.")
+
+    async def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        try:
+            return await self._request_once(method, path, payload)
+        except OctopodsAuthError:
+            old_key = self._key
+            if (await self._load_connection())[1] == old_key:
+                raise
+            self.log.info("The Channel API key of '%s' changed; retrying with it.", self.octopods_conn_id)
+            return await self._request_once(method, path, payload)
+
+    async def get_sms_status(self, message_id: int | str) -> SmsStatus:
+        """
+        Return the current status of an SMS (one request; transient trouble raises
+        :class:`~airflow_provider_octopods.exceptions.OctopodsTransientError`).
+
+        :param message_id: the ``message_id`` returned when the SMS was sent.
+        """
+        number = validate_message_id(message_id)
+        payload = await self._request("GET", status_path(number))
+        return SmsStatus.from_api(payload, expected_message_id=number)
+
+    async def send_sms(
+        self,
+        destination_phone: str,
+        body: str,
+        *,
+        destination_user_name: str | None = None,
+        open_intercom_conversation: bool | None = None,
+        intercom_teammate_id: str | int | None = None,
+    ) -> SentSms:
+        """
+        Send an SMS once (see :meth:`OctopodsHook.send_sms` for the arguments).
+
+        :param destination_phone: the recipient in E.164 form.
+        :param body: the text, 1 to 1,600 characters.
+        :param destination_user_name: the recipient's name, shown in Octopods.
+        :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
+        :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
+        """
+        payload = _send_payload(
+            destination_phone, body, destination_user_name, open_intercom_conversation, intercom_teammate_id
+        )
+        return SentSms.from_api(await self._request("POST", SEND_PATH, payload))

@@ -1,0 +1,360 @@
+"""
+The status model: what Octopods says about an SMS, parsed once for the sync and async paths.
+
+Also the validation of user input (message ids, phone numbers, bodies) and the sentences that
+describe a failed or timed-out wait, so the poke and deferrable paths of the sensor say the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_provider_octopods.exceptions import OctopodsInputError, OctopodsTransientError
+
+log = logging.getLogger(__name__)
+
+QUEUED = "queued"
+SENT = "sent"
+DELIVERED = "delivered"
+FAILED = "failed"
+UNDELIVERED = "undelivered"
+
+#: Statuses documented by Octopods, in the order a message moves through them.
+KNOWN_STATUSES: frozenset[str] = frozenset({QUEUED, SENT, DELIVERED, FAILED, UNDELIVERED})
+#: Polling further will not change these.
+TERMINAL_STATUSES: frozenset[str] = frozenset({DELIVERED, FAILED, UNDELIVERED})
+#: Terminal statuses that mean the SMS did not reach the handset.
+FAILED_STATUSES: frozenset[str] = frozenset({FAILED, UNDELIVERED})
+
+MAX_BODY_LENGTH = 1600
+_DIGITS = re.compile(r"[0-9]+")
+_E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+
+
+def validate_message_id(value: Any, field: str = "message_id") -> int:
+    """
+    Return ``value`` as a positive ``int`` message id, or raise a clear :class:`OctopodsInputError`.
+
+    Accepts an ``int`` or a string of ASCII digits (as rendered from XCom). Rejects everything
+    else, in particular anything that could alter the request path or query (``../1``, ``1?x=1``).
+
+    :param value: the message id to check.
+    :param field: the argument's name, for the error message.
+    """
+    hint = "pass the integer message_id returned when the SMS was sent (e.g. 4829174)"
+    if isinstance(value, bool):
+        raise OctopodsInputError(field, f"got a boolean ({value!r}); {hint}.")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not _DIGITS.fullmatch(text):
+            shown = repr(value) if len(value) <= 40 else repr(value[:40] + "...")
+            raise OctopodsInputError(field, f"{shown} is not a string of digits; {hint}.")
+        number = int(text)
+    else:
+        raise OctopodsInputError(field, f"got {type(value).__name__} {value!r:.40}; {hint}.")
+    if number <= 0:
+        raise OctopodsInputError(field, f"{number} is not a positive integer; {hint}.")
+    return number
+
+
+def validate_message_ids(values: Any, field: str = "message_ids") -> list[int]:
+    """
+    Return the message ids as a non-empty list of ints, in input order, without duplicates.
+
+    Accepts a list or tuple of ids, or a string of comma-separated ids (a rendered template such
+    as ``"4829174, 4829175"`` or ``"[4829174, 4829175]"``).
+
+    :param values: the ids to check.
+    :param field: the argument's name, for the error message.
+    """
+    if isinstance(values, str):
+        text = values.strip().removeprefix("[").removesuffix("]")
+        items: Iterable[Any] = [part for part in (p.strip() for p in text.split(",")) if part]
+    elif isinstance(values, (list, tuple)):
+        items = values
+    else:
+        raise OctopodsInputError(
+            field, f"got {type(values).__name__}; pass a list of message ids or a comma-separated string."
+        )
+    ids: list[int] = []
+    for index, item in enumerate(items):
+        number = validate_message_id(item, f"{field}[{index}]")
+        if number not in ids:
+            ids.append(number)
+    if not ids:
+        raise OctopodsInputError(field, "the list is empty; pass at least one message id.")
+    return ids
+
+
+def validate_phone(value: Any, field: str = "destination_phone") -> str:
+    """
+    Return ``value`` if it is an E.164 phone number (``+`` then 8 to 15 digits), else raise.
+
+    :param value: the phone number to check.
+    :param field: the argument's name, for the error message.
+    """
+    if not isinstance(value, str) or not _E164.fullmatch(value):
+        raise OctopodsInputError(
+            field,
+            f"{value!r:.40} is not an E.164 phone number; write '+', the country code and the number, "
+            "digits only (e.g. +15551234567).",
+        )
+    return value
+
+
+def validate_body(value: Any, field: str = "body") -> str:
+    """
+    Return ``value`` if it is a non-empty SMS text of at most 1,600 characters, else raise.
+
+    :param value: the text to check.
+    :param field: the argument's name, for the error message.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise OctopodsInputError(field, "the SMS text is empty; pass the text to send.")
+    if len(value) > MAX_BODY_LENGTH:
+        raise OctopodsInputError(
+            field, f"the SMS text has {len(value)} characters; Octopods accepts at most {MAX_BODY_LENGTH}."
+        )
+    return value
+
+
+def _parse_time(value: Any, field: str) -> datetime | None:
+    """Parse an ISO-8601 timestamp into an aware datetime (UTC when no offset); None if absent or bad."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    log.warning("Octopods sent an unreadable %s (%.40r); ignoring it.", field, value)
+    return None
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _malformed(what: str, request_id: Any = None) -> OctopodsTransientError:
+    return OctopodsTransientError(
+        f"Octopods sent a malformed status answer ({what}); will ask again.",
+        request_id=request_id if isinstance(request_id, str) else None,
+    )
+
+
+@dataclass(frozen=True)
+class SmsStatus:
+    """
+    The status of one SMS, as Octopods reports it.
+
+    :param message_id: the message id.
+    :param status: the status, lower-cased (``queued``, ``sent``, ``delivered``, ``failed``,
+        ``undelivered``, or a value Octopods added later).
+    :param phone_number: the destination number.
+    :param sent_at: when the SMS provider handed the message to the network, if it did.
+    :param delivered_at: when the carrier confirmed delivery, if it did.
+    :param failure_reason: Octopods' reason, verbatim, when the status is a failure.
+    :param request_id: Octopods' id of the request that returned this status.
+    """
+
+    message_id: int
+    status: str
+    phone_number: str | None = None
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+    failure_reason: str | None = None
+    request_id: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether polling further cannot change the status."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_delivered(self) -> bool:
+        """Whether the carrier confirmed delivery."""
+        return self.status == DELIVERED
+
+    @property
+    def is_failed(self) -> bool:
+        """Whether the SMS ended without reaching the handset."""
+        return self.status in FAILED_STATUSES
+
+    @property
+    def is_known(self) -> bool:
+        """Whether the status is one Octopods documents."""
+        return self.status in KNOWN_STATUSES
+
+    @classmethod
+    def from_api(cls, payload: Any, expected_message_id: int | None = None) -> SmsStatus:
+        """
+        Parse the JSON body of ``GET /api/v1/sms/messages/:message_id``.
+
+        A body that is not an object, lacks ``status`` or carries the wrong types raises
+        :class:`OctopodsTransientError` (treated like any transient trouble: ask again), never a
+        ``KeyError`` or ``TypeError``.
+
+        :param payload: the decoded JSON body.
+        :param expected_message_id: the id that was asked for; used when the body omits it.
+        """
+        if not isinstance(payload, dict):
+            raise _malformed(f"expected a JSON object, got {type(payload).__name__}")
+        request_id = payload.get("request_id")
+        status = payload.get("status")
+        if not isinstance(status, str) or not status.strip():
+            raise _malformed("no status", request_id)
+        raw_id = payload.get("message_id", expected_message_id)
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (int, str)):
+            raise _malformed("no message_id", request_id)
+        try:
+            message_id = validate_message_id(raw_id)
+        except OctopodsInputError:
+            raise _malformed(f"message_id {raw_id!r:.30}", request_id) from None
+        if expected_message_id is not None and message_id != expected_message_id:
+            raise _malformed(f"asked for {expected_message_id}, answered {message_id}", request_id)
+        return cls(
+            message_id=message_id,
+            status=status.strip().lower(),
+            phone_number=_optional_str(payload.get("phone_number")),
+            sent_at=_parse_time(payload.get("sent_at"), "sent_at"),
+            delivered_at=_parse_time(payload.get("delivered_at"), "delivered_at"),
+            failure_reason=_optional_str(payload.get("failure_reason")),
+            request_id=_optional_str(request_id),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return JSON-safe values (timestamps as ISO-8601 strings) for XCom and trigger events."""
+        return {
+            "message_id": self.message_id,
+            "status": self.status,
+            "phone_number": self.phone_number,
+            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+            "delivered_at": self.delivered_at.isoformat() if self.delivered_at else None,
+            "failure_reason": self.failure_reason,
+            "request_id": self.request_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SmsStatus:
+        """
+        Rebuild a status from :meth:`to_dict`.
+
+        :param data: the dictionary made by ``to_dict``.
+        """
+        return cls(
+            message_id=int(data["message_id"]),
+            status=str(data["status"]),
+            phone_number=data.get("phone_number"),
+            sent_at=_parse_time(data.get("sent_at"), "sent_at"),
+            delivered_at=_parse_time(data.get("delivered_at"), "delivered_at"),
+            failure_reason=data.get("failure_reason"),
+            request_id=data.get("request_id"),
+        )
+
+    def describe(self) -> str:
+        """One line for logs and error messages."""
+        text = f"SMS {self.message_id} is {self.status}"
+        if self.failure_reason:
+            text += f": {self.failure_reason}"
+        return text
+
+
+@dataclass(frozen=True)
+class SentSms:
+    """
+    The answer of ``POST /api/v1/sms/messages``.
+
+    :param message_id: the id to poll the status with.
+    :param request_id: Octopods' id of the send request.
+    :param channel_message_id: the id of the message in the SMS channel.
+    """
+
+    message_id: int
+    request_id: str | None = None
+    channel_message_id: str | None = None
+
+    @classmethod
+    def from_api(cls, payload: Any) -> SentSms:
+        """
+        Parse the JSON body of a ``201`` answer to a send.
+
+        :param payload: the decoded JSON body.
+        """
+        if not isinstance(payload, dict):
+            raise _malformed(f"expected a JSON object, got {type(payload).__name__}")
+        raw_id = payload.get("message_id")
+        try:
+            message_id = validate_message_id(raw_id)
+        except OctopodsInputError:
+            raise _malformed(f"message_id {raw_id!r:.30}", payload.get("request_id")) from None
+        return cls(
+            message_id=message_id,
+            request_id=_optional_str(payload.get("request_id")),
+            channel_message_id=_optional_str(payload.get("channel_message_id")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return JSON-safe values for XCom."""
+        return {
+            "message_id": self.message_id,
+            "request_id": self.request_id,
+            "channel_message_id": self.channel_message_id,
+        }
+
+
+def failure_message(statuses: Sequence[SmsStatus]) -> str | None:
+    """
+    Describe the failed deliveries among ``statuses``, or return None when none failed.
+
+    The text holds each failed message's id, status and Octopods' ``failure_reason`` verbatim.
+
+    :param statuses: terminal statuses.
+    """
+    failed = [s for s in statuses if s.is_failed]
+    if not failed:
+        return None
+    lines = [
+        f"SMS {s.message_id} was not delivered: status '{s.status}', "
+        f"failure_reason: {s.failure_reason or 'none given by Octopods'}"
+        for s in failed
+    ]
+    if len(statuses) > 1:
+        lines.insert(0, f"{len(failed)} of {len(statuses)} SMS were not delivered.")
+    return "\n".join(lines)
+
+
+def timeout_message(
+    message_ids: Sequence[int],
+    last_seen: Mapping[int, SmsStatus],
+    timeout: float | None,
+    last_error: str | None = None,
+) -> str:
+    """
+    Describe a wait that passed its deadline, naming the last status seen of each pending message.
+
+    :param message_ids: the ids still not terminal.
+    :param last_seen: the last status seen for each id (missing when none was seen).
+    :param timeout: the wait's timeout in seconds, if known.
+    :param last_error: the last transient error, if the last poll failed.
+    """
+    waited = f" after {timeout:g} s" if timeout is not None else ""
+    parts = []
+    for message_id in message_ids:
+        seen = last_seen.get(message_id)
+        parts.append(f"SMS {message_id}: last status '{seen.status}'" if seen else f"SMS {message_id}: no status seen")
+    text = f"Timed out{waited} waiting for delivery. " + "; ".join(parts) + "."
+    if last_error:
+        text += f" Last error: {last_error}"
+    return text

@@ -1,0 +1,40 @@
+"""Run the Octopods simulator from the command line: ``octopods-simulator --port 8765``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+
+from airflow_provider_octopods.testing.simulator import OctopodsSimulator
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Serve a simulator until interrupted, printing the connection to use.
+
+    :param argv: command-line arguments (default: ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(prog="octopods-simulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    parser.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
+    parser.add_argument("--key", default="sim-channel-key-0123456789", help="the valid Channel API key")
+    parser.add_argument("--deliver-after", type=float, default=1.0, help="seconds until sent SMS are delivered")
+    args = parser.parse_args(argv)
+    sim = OctopodsSimulator(args.key, host=args.host, port=args.port, deliver_after=args.deliver_after)
+    sim.start()
+    print(f"Octopods simulator listening on {sim.url}")
+    print("Connection for Airflow:")
+    print(f"  export AIRFLOW_CONN_OCTOPODS_DEFAULT='{json.dumps(sim.connection_extra())}'")
+    print("Numbers ending in 0001/0004 fail, 0002/0003 are undelivered, 0009 stay queued, 0400 get error 4.")
+    done = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    done.wait()
+    sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
