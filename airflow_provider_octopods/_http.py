@@ -134,8 +134,10 @@ def api_settings(conn: Any) -> ApiSettings:
     if timeout <= 0:
         raise OctopodsInputError(f"extra 'timeout' of connection '{conn_id}'", "must be above 0 seconds.")
     verify_extra = extra.get("verify", True)
-    verify: bool | str = verify_extra if isinstance(verify_extra, str) and "/" in verify_extra else (
-        _truthy(verify_extra) if not isinstance(verify_extra, bool) else verify_extra
+    verify: bool | str = (
+        verify_extra
+        if isinstance(verify_extra, str) and "/" in verify_extra
+        else (_truthy(verify_extra) if not isinstance(verify_extra, bool) else verify_extra)
     )
     return ApiSettings(base_url=base_url, timeout=timeout, verify=verify)
 
@@ -277,7 +279,12 @@ def interpret_response(
     error_code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
     error = _str_or_none(fields.get("error")) or _str_or_none(fields.get("message"))
     request_id = _str_or_none(fields.get("request_id"))
-    details = {"status_code": status_code, "error_code": error_code, "error": error, "request_id": request_id}
+    details: dict[str, Any] = {
+        "status_code": status_code,
+        "error_code": error_code,
+        "error": error,
+        "request_id": request_id,
+    }
     said = f": {error}" if error else ""
     if status_code == 401 or (status_code == 400 and error_code == ERROR_CODE_KEY_REVOKED):
         why = "was rotated or revoked" if error_code == ERROR_CODE_KEY_REVOKED else "is missing or unknown"
@@ -298,4 +305,6 @@ def interpret_response(
     if status_code == 400 and error_code == ERROR_CODE_PROVIDER_ERROR:
         raise OctopodsApiError(f"Octopods' SMS provider failed (HTTP 400, error_code 4){said}.", **details)
     code = f", error_code {error_code}" if error_code is not None else ""
-    raise OctopodsBadRequestError(f"Octopods refused the request (HTTP {status_code}{code}){said}.", **details)
+    raise OctopodsBadRequestError(
+        f"Octopods refused the request (HTTP {status_code}{code}){said}.", **details
+    )

@@ -70,7 +70,7 @@ class OctopodsApiError(OctopodsError):
         error: str | None = None,
         request_id: str | None = None,
     ) -> None:
-        self.status_code = status_code
+        self.status_code = status_code  # type: ignore[assignment]  # AirflowException's is an HTTPStatus
         self.error_code = error_code
         self.error = error
         self.request_id = request_id

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_octopods.exceptions import OctopodsInputError, OctopodsTransientError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +267,7 @@ class SmsStatus:
 
     def describe(self) -> str:
         """One line for logs and error messages."""
-        text = f"SMS {self.message_id} is {self.status}"
+        text = f"SMS {self.message_id}: {self.status}"
         if self.failure_reason:
             text += f": {self.failure_reason}"
         return text
@@ -353,7 +355,9 @@ def timeout_message(
     parts = []
     for message_id in message_ids:
         seen = last_seen.get(message_id)
-        parts.append(f"SMS {message_id}: last status '{seen.status}'" if seen else f"SMS {message_id}: no status seen")
+        parts.append(
+            f"SMS {message_id}: last status '{seen.status}'" if seen else f"SMS {message_id}: no status seen"
+        )
     text = f"Timed out{waited} waiting for delivery. " + "; ".join(parts) + "."
     if last_error:
         text += f" Last error: {last_error}"

@@ -203,7 +203,9 @@ class OctopodsHook(HttpHook):
         size = 0
         try:
             while True:
-                chunk = response.raw.read1(8192) if hasattr(response.raw, "read1") else response.raw.read(8192)
+                chunk = (
+                    response.raw.read1(8192) if hasattr(response.raw, "read1") else response.raw.read(8192)
+                )
                 if not chunk:
                     break
                 chunks.append(chunk)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,8 @@ from airflow_provider_octopods.triggers.octopods import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_octopods.hooks.octopods import OctopodsHook
@@ -213,7 +214,9 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
             raise OctopodsError("The Octopods trigger ended without an event.")
         ids = [int(i) for i in event.get("message_ids", [])]
         last = {
-            i: SmsStatus.from_dict(s) for i, s in zip(ids, event.get("statuses", [])) if s is not None
+            i: SmsStatus.from_dict(s)
+            for i, s in zip(ids, event.get("statuses", []), strict=False)
+            if s is not None
         }
         status = event.get("status")
         if status == "done":

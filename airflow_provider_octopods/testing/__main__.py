@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
     parser.add_argument("--key", default="sim-channel-key-0123456789", help="the valid Channel API key")
-    parser.add_argument("--deliver-after", type=float, default=1.0, help="seconds until sent SMS are delivered")
+    parser.add_argument(
+        "--deliver-after", type=float, default=1.0, help="seconds until sent SMS are delivered"
+    )
     args = parser.parse_args(argv)
     sim = OctopodsSimulator(args.key, host=args.host, port=args.port, deliver_after=args.deliver_after)
     sim.start()

@@ -7,12 +7,13 @@ Pytest fixtures for testing DAGs that use Octopods, registered as the ``octopods
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow_provider_octopods.testing.simulator import OctopodsSimulator
 
 

@@ -18,19 +18,23 @@ alike, and counts the TCP connections it accepts (:attr:`OctopodsSimulator.conne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from aiohttp.web_protocol import RequestHandler
 
 AUTH_HEADER = "X-Octopods-Auth"
 _STATUS_PATH = re.compile(r"/api/v1/sms/messages/(?P<id>[^/?#]*)")
@@ -103,7 +107,7 @@ class Trickle:
     interval: float = 0.5
 
 
-Step = Union[str, Status, Reply, Reset, Hang, Trickle]
+Step = str | Status | Reply | Reset | Hang | Trickle
 
 #: Destination numbers ending in these digits get a scripted fate when sent.
 MAGIC_NUMBERS: dict[str, Any] = {
@@ -216,8 +220,9 @@ class OctopodsSimulator:
         """Start serving in a background thread; returns when the port is open."""
         ready = threading.Event()
         errors: list[BaseException] = []
-        self._thread = threading.Thread(target=self._serve, args=(ready, errors), daemon=True,
-                                        name="octopods-simulator")
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready, errors), daemon=True, name="octopods-simulator"
+        )
         self._thread.start()
         if not ready.wait(15) or errors:
             raise RuntimeError(f"The Octopods simulator did not start: {errors[0] if errors else 'timeout'}")
@@ -264,8 +269,7 @@ class OctopodsSimulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=4096, reuse_address=True)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
 
     # -- scripting ---------------------------------------------------------------------------
 
@@ -333,8 +337,9 @@ class OctopodsSimulator:
     # -- serving -----------------------------------------------------------------------------
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(status=status, text=json.dumps(payload), content_type="application/json",
-                            headers=headers)
+        return web.Response(
+            status=status, text=json.dumps(payload), content_type="application/json", headers=headers
+        )
 
     def _error(self, status: int, error: str, error_code: int | None = None) -> web.Response:
         payload: dict[str, Any] = {"request_id": str(uuid.uuid4()), "error": error}
@@ -351,8 +356,9 @@ class OctopodsSimulator:
         if fault is not None:
             return await self._answer(request, fault, None)
         if key in revoked:
-            return self._error(400, "The API key has been rotated or revoked. Fetch the current key from "
-                                    "Octopods.", 5)
+            return self._error(
+                400, "The API key has been rotated or revoked. Fetch the current key from Octopods.", 5
+            )
         if key != valid:
             return self._error(401, "Unauthorized: missing or unknown X-Octopods-Auth key.")
         if request.path == _SEND_PATH and request.method == "POST":
@@ -396,12 +402,12 @@ class OctopodsSimulator:
             data = body.encode() if isinstance(body, str) else (body or b"")
             return web.Response(status=step.status, body=data, headers=step.headers)
         if isinstance(step, Hang):
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=step.seconds)
-            except asyncio.TimeoutError:
-                pass
             return self._error(503, "Hung request released.")
-        data = json.dumps(self._status_payload(Status(getattr(step, "status", "delivered")), message)).encode()
+        data = json.dumps(
+            self._status_payload(Status(getattr(step, "status", "delivered")), message)
+        ).encode()
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.content_length = len(data)
         await response.prepare(request)
@@ -441,13 +447,19 @@ class OctopodsSimulator:
         elif isinstance(fate, Status):
             timeline = [(0, Status("queued")), (self.sent_after, Status("sent")), (self.deliver_after, fate)]
         else:
-            timeline = [(0, Status("queued")), (self.sent_after, Status("sent")),
-                        (self.deliver_after, Status("delivered"))]
+            timeline = [
+                (0, Status("queued")),
+                (self.sent_after, Status("sent")),
+                (self.deliver_after, Status("delivered")),
+            ]
         message_id = self.add_message(phone_number=phone, timeline=timeline)
         with self._lock:
             self.messages[message_id].body = body
-        return self._json(201, {
-            "request_id": str(uuid.uuid4()),
-            "message_id": message_id,
-            "channel_message_id": f"sim-{uuid.uuid4().hex[:12]}",
-        })
+        return self._json(
+            201,
+            {
+                "request_id": str(uuid.uuid4()),
+                "message_id": message_id,
+                "channel_message_id": f"sim-{uuid.uuid4().hex[:12]}",
+            },
+        )

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_octopods._http import backoff_delay
 from airflow_provider_octopods.exceptions import OctopodsError, OctopodsTransientError
 from airflow_provider_octopods.models import SmsStatus, validate_message_id, validate_message_ids
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
 
 #: Seconds before the first poll: the docs say an immediate poll returns ``queued`` or ``sent``.
 DEFAULT_INITIAL_DELAY = 5.0
@@ -144,7 +146,7 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
                 results = await asyncio.gather(*(poll(i) for i in pending))
                 retry_after: float | None = None
                 transient = False
-                for message_id, result in zip(pending, results):
+                for message_id, result in zip(pending, results, strict=False):
                     if isinstance(result, OctopodsTransientError):
                         transient, last_error = True, str(result)
                         if result.retry_after is not None:
@@ -168,7 +170,9 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
                     yield self._event("done", last, f"{len(self.ids)} SMS reached a final status.")
                     return
                 if self.end_time is not None and time.time() >= self.end_time:
-                    yield self._event("timeout", last, "deadline passed", pending=pending, last_error=last_error)
+                    yield self._event(
+                        "timeout", last, "deadline passed", pending=pending, last_error=last_error
+                    )
                     return
                 if transient:
                     failures += 1
