@@ -220,7 +220,7 @@ def backoff_delay(attempt: int, retry_after: float | None = None, cap: float = B
     Return how long to wait before retry number ``attempt`` (1 for the first retry).
 
     Exponential backoff with "equal jitter" (half fixed, half random), capped at ``cap``; never
-    shorter than what the server asked for with ``Retry-After`` (itself capped).
+    shorter than what the server asked for with ``Retry-After`` (capped at :data:`BACKOFF_CAP`).
 
     :param attempt: how many attempts in a row have failed.
     :param retry_after: seconds from the server's ``Retry-After``, if any.
@@ -229,7 +229,7 @@ def backoff_delay(attempt: int, retry_after: float | None = None, cap: float = B
     exp = min(cap, BACKOFF_BASE * (2 ** max(attempt - 1, 0)))
     delay = exp / 2 + random.uniform(0, exp / 2)
     if retry_after is not None:
-        delay = max(delay, min(retry_after, cap))
+        delay = max(delay, min(retry_after, BACKOFF_CAP))
     return delay
 
 

@@ -1,0 +1,191 @@
+"""Hook tests: OctopodsHook and OctopodsAsyncHook against the simulator over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from airflow_provider_octopods.exceptions import (
+    OctopodsAuthError,
+    OctopodsBadRequestError,
+    OctopodsInputError,
+    OctopodsTransientError,
+)
+from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook, _SessionPool
+from airflow_provider_octopods.testing import FAILURE_REASONS, Reply, Status
+from tests.conftest import TEST_API_KEY
+
+
+def test_get_sms_status_follows_the_script(octopods_conn):
+    message_id = octopods_conn.add_message(
+        "queued", "SENT", Status("failed", FAILURE_REASONS["invalid_number"])
+    )
+    hook = OctopodsHook()
+
+    statuses = [hook.get_sms_status(str(message_id)) for _ in range(3)]
+
+    assert [s.status for s in statuses] == ["queued", "sent", "failed"]
+    assert statuses[-1].failure_reason == FAILURE_REASONS["invalid_number"]
+    assert statuses[-1].message_id == message_id
+
+
+def test_one_session_and_one_tcp_connection_for_many_calls(octopods_conn):
+    message_id = octopods_conn.add_message("sent")
+    hook = OctopodsHook()
+
+    for _ in range(5):
+        hook.get_sms_status(message_id)
+
+    assert octopods_conn.request_count() == 5
+    assert octopods_conn.connections_opened == 1
+
+
+def test_invalid_message_id_makes_no_request(octopods_conn):
+    with pytest.raises(OctopodsInputError, match="message_id"):
+        OctopodsHook().get_sms_status("1?x=1")
+    assert octopods_conn.request_count() == 0
+
+
+def test_unknown_message_fails_at_once(octopods_conn):
+    with pytest.raises(OctopodsBadRequestError, match="Message not found"):
+        OctopodsHook().get_sms_status(999)
+    assert octopods_conn.request_count() == 1
+
+
+def test_transient_errors_are_retried_then_raised(octopods_conn, monkeypatch):
+    monkeypatch.setattr("airflow_provider_octopods.hooks.octopods.time.sleep", lambda s: None)
+    message_id = octopods_conn.add_message("delivered")
+    octopods_conn.inject(Reply(503, "down"), Reply(429, {"error": "slow"}, {"Retry-After": "1"}))
+
+    assert OctopodsHook().get_sms_status(message_id).status == "delivered"
+    assert octopods_conn.request_count() == 3
+
+    octopods_conn.inject(Reply(500), times=3)
+    with pytest.raises(OctopodsTransientError, match="HTTP 500"):
+        OctopodsHook(max_retries=2).get_sms_status(message_id)
+
+
+def test_send_is_never_retried(octopods_conn):
+    octopods_conn.inject(Reply(503))
+    with pytest.raises(OctopodsTransientError):
+        OctopodsHook().send_sms("+15551234567", "hello")
+    assert octopods_conn.request_count("/api/v1/sms/messages") == 1
+    assert octopods_conn.messages == {}
+
+
+def test_send_sms_returns_sent_sms(octopods_conn):
+    sent = OctopodsHook().send_sms("+15551234567", "hello", destination_user_name="Ada")
+
+    assert sent.message_id in octopods_conn.messages
+    assert octopods_conn.messages[sent.message_id].body == "hello"
+    assert sent.channel_message_id and sent.request_id
+
+
+def test_rotated_key_is_picked_up_from_the_connection(octopods_conn, monkeypatch):
+    message_id = octopods_conn.add_message("sent")
+    hook = OctopodsHook()
+    hook.get_sms_status(message_id)
+
+    octopods_conn.rotate_key("octo-rotated-key-123456")
+    monkeypatch.setenv("AIRFLOW_CONN_OCTOPODS_DEFAULT", json.dumps(octopods_conn.connection_extra()))
+
+    assert hook.get_sms_status(message_id).status == "sent"
+
+
+def test_revoked_key_raises_auth_error_once(octopods_conn):
+    octopods_conn.revoke_key()
+    with pytest.raises(OctopodsAuthError, match="Update the connection's Channel API key"):
+        OctopodsHook().get_sms_status(octopods_conn.add_message("sent"))
+    assert octopods_conn.request_count() == 1  # the connection was re-read, but its key had not changed
+
+
+def test_test_connection_good_and_bad_key(octopods_conn, monkeypatch):
+    ok, message = OctopodsHook().test_connection()
+    assert ok, message
+    assert "accepted the Channel API key" in message
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTOPODS_DEFAULT",
+        json.dumps({**octopods_conn.connection_extra(), "password": "not-the-key"}),
+    )
+    ok, message = OctopodsHook().test_connection()
+    assert not ok
+    assert message.startswith("Octopods rejected the Channel API key of connection 'octopods_default'")
+    assert "not-the-key" not in message
+
+
+def test_repr_and_errors_never_show_the_key(octopods_conn):
+    hook = OctopodsHook()
+    hook.get_sms_status(octopods_conn.add_message("sent"))
+    octopods_conn.revoke_key()
+
+    with pytest.raises(OctopodsAuthError) as err:
+        hook.get_sms_status(octopods_conn.add_message("sent"))
+
+    for text in (repr(hook), str(err.value), json.dumps(err.value.to_dict())):
+        assert TEST_API_KEY not in text
+
+
+def test_connection_form_for_older_uis():
+    behaviour = OctopodsHook.get_ui_field_behaviour()
+
+    assert behaviour["relabeling"]["password"] == "Channel API key"
+    assert set(behaviour["hidden_fields"]) == {"login", "schema", "port"}
+    assert behaviour["placeholders"]["host"] == "https://app.octopods.io"
+
+
+async def test_async_hook_status_and_send(octopods_conn):
+    message_id = octopods_conn.add_message("queued", "delivered")
+    async with OctopodsAsyncHook() as hook:
+        first = await hook.get_sms_status(message_id)
+        second = await hook.get_sms_status(message_id)
+        sent = await hook.send_sms("+15551234567", "hi")
+
+    assert (first.status, second.status) == ("queued", "delivered")
+    assert sent.message_id in octopods_conn.messages
+
+
+async def test_async_hooks_share_one_session_and_connection_per_loop(octopods_conn):
+    ids = [octopods_conn.add_message("sent") for _ in range(20)]
+    hooks = [OctopodsAsyncHook() for _ in ids]
+
+    for _ in range(3):
+        await asyncio.gather(*(h.get_sms_status(i) for h, i in zip(hooks, ids, strict=True)))
+        await asyncio.sleep(0.01)
+
+    sessions = {id(h._session) for h in hooks}
+    assert len(sessions) == 1
+    assert octopods_conn.request_count() == 60
+    assert octopods_conn.connections_opened <= 20
+    session = hooks[0]._session
+    for hook in hooks:
+        await hook.close()
+    assert session is not None and session.closed
+    assert asyncio.get_running_loop() not in _SessionPool._entries
+
+
+async def test_async_hook_errors(octopods_conn):
+    async with OctopodsAsyncHook() as hook:
+        octopods_conn.inject(Reply(429, {"error": "slow"}, {"Retry-After": "2"}))
+        with pytest.raises(OctopodsTransientError) as err:
+            await hook.get_sms_status(octopods_conn.add_message("sent"))
+        assert err.value.retry_after == 2.0
+
+        octopods_conn.revoke_key()
+        with pytest.raises(OctopodsAuthError, match="rotated or revoked"):
+            await hook.get_sms_status(octopods_conn.add_message("sent"))
+
+
+async def test_async_hook_refused_connection_is_transient(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTOPODS_DEFAULT",
+        json.dumps({"conn_type": "octopods", "host": "http://127.0.0.1:9", "password": TEST_API_KEY}),
+    )
+    async with OctopodsAsyncHook() as hook:
+        with pytest.raises(
+            OctopodsTransientError, match=r"Could not reach Octopods at http://127\.0\.0\.1:9"
+        ) as err:
+            await hook.get_sms_status(1)
+    assert TEST_API_KEY not in str(err.value)

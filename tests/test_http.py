@@ -1,0 +1,188 @@
+"""Unit tests of the HTTP rules shared by both hooks (airflow_provider_octopods._http)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from airflow_provider_octopods._http import (
+    BACKOFF_CAP,
+    DEFAULT_HOST,
+    api_key,
+    api_settings,
+    backoff_delay,
+    interpret_response,
+    parse_retry_after,
+    redirect_target,
+    request_headers,
+    status_path,
+)
+from airflow_provider_octopods.exceptions import (
+    OctopodsApiError,
+    OctopodsAuthError,
+    OctopodsBadRequestError,
+    OctopodsInputError,
+    OctopodsTransientError,
+)
+
+
+def conn(host=None, password="k", port=None, extra=None, conn_id="octopods_default"):
+    return SimpleNamespace(
+        conn_id=conn_id,
+        host=host,
+        password=password,
+        port=port,
+        extra=json.dumps(extra) if extra else None,
+        extra_dejson=extra or {},
+    )
+
+
+def body(payload) -> bytes:
+    return json.dumps(payload).encode()
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        (None, None, DEFAULT_HOST),
+        ("", None, DEFAULT_HOST),
+        ("app.octopods.io", None, "https://app.octopods.io"),
+        ("https://app.octopods.io/", None, "https://app.octopods.io"),
+        ("http://127.0.0.1:8765", None, "http://127.0.0.1:8765"),
+        ("http://localhost", 9000, "http://localhost:9000"),
+        ("http://[::1]:8765", None, "http://[::1]:8765"),
+    ],
+)
+def test_base_url(host, port, expected):
+    assert api_settings(conn(host, port=port)).base_url == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "match"),
+    [
+        ("http://sms.example.com", "plain http:// to sms.example.com would send the API key unencrypted"),
+        ("ftp://app.octopods.io", "is not an http\\(s\\) URL"),
+        ("https://app.octopods.io/api/v1", "no path, query or credentials"),
+        ("https://user:pw@app.octopods.io", "no path, query or credentials"),
+    ],
+)
+def test_bad_hosts_are_refused_naming_the_connection(host, match):
+    with pytest.raises(OctopodsInputError, match=match) as err:
+        api_settings(conn(host))
+    assert "connection 'octopods_default'" in str(err.value)
+
+
+def test_plain_http_to_remote_host_needs_explicit_opt_in():
+    settings = api_settings(conn("http://sms.example.com", extra={"allow_insecure_http": True}))
+    assert settings.base_url == "http://sms.example.com"
+
+
+def test_timeout_and_verify_extras():
+    assert api_settings(conn(extra={"timeout": "5"})).timeout == 5.0
+    assert api_settings(conn()).verify is True
+    assert api_settings(conn(extra={"verify": False})).verify is False
+    assert api_settings(conn(extra={"verify": "/etc/ssl/ca.pem"})).verify == "/etc/ssl/ca.pem"
+    with pytest.raises(OctopodsInputError, match="extra 'timeout'"):
+        api_settings(conn(extra={"timeout": "soon"}))
+
+
+def test_missing_key_is_an_auth_error_that_says_where_to_put_it():
+    with pytest.raises(OctopodsAuthError, match="password field \\(labelled 'Channel API key'\\)"):
+        api_key(conn(password=""))
+
+
+def test_key_travels_only_in_the_header():
+    headers = request_headers("secret-key")
+    assert headers["X-Octopods-Auth"] == "secret-key"
+    assert status_path(4829174) == "/api/v1/sms/messages/4829174"
+
+
+def test_2xx_json_is_returned():
+    assert interpret_response(200, body({"status": "sent"}), {}, "c") == {"status": "sent"}
+
+
+@pytest.mark.parametrize("raw", [b"", b"<html>oops</html>", b'{"status": "se', b"\xff\xfe"])
+def test_2xx_without_json_is_transient(raw):
+    with pytest.raises(OctopodsTransientError, match="not JSON"):
+        interpret_response(200, raw, {}, "c")
+
+
+def test_401_tells_to_update_the_key():
+    with pytest.raises(OctopodsAuthError) as err:
+        interpret_response(401, body({"request_id": "r", "error": "Unauthorized"}), {}, "my_conn")
+    text = str(err.value)
+    assert "connection 'my_conn'" in text and "missing or unknown" in text
+    assert "Update the connection's Channel API key" in text
+    assert err.value.status_code == 401 and err.value.request_id == "r"
+
+
+def test_error_code_5_is_auth():
+    with pytest.raises(OctopodsAuthError, match="rotated or revoked"):
+        interpret_response(400, body({"error_code": 5, "error": "revoked"}), {}, "c")
+
+
+@pytest.mark.parametrize("code", [1, 2, 3, 6, None])
+def test_other_400s_are_permanent_bad_requests_with_their_text(code):
+    payload = {"request_id": "r", "error": "You must supply message_id in your request payload."}
+    if code is not None:
+        payload["error_code"] = code
+    with pytest.raises(OctopodsBadRequestError, match="You must supply message_id") as err:
+        interpret_response(400, body(payload), {}, "c")
+    assert err.value.error_code == code
+
+
+def test_provider_error_4_may_be_retried_by_the_task():
+    with pytest.raises(OctopodsApiError) as err:
+        interpret_response(400, body({"error_code": 4, "error": "SMS provider error"}), {}, "c")
+    assert type(err.value) is OctopodsApiError
+    assert "SMS provider error" in str(err.value)
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_transient_statuses(status):
+    with pytest.raises(OctopodsTransientError, match=f"HTTP {status}") as err:
+        interpret_response(status, b"<html>busy</html>", {"Retry-After": "3"}, "c")
+    assert err.value.retry_after == 3.0
+
+
+def test_retry_after_forms():
+    now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+    assert parse_retry_after("2") == 2.0
+    assert parse_retry_after("0.5") == 0.5
+    assert parse_retry_after("Sat, 28 Nov 2026 12:00:10 GMT", now=now) == 10.0
+    assert parse_retry_after("Sat, 28 Nov 2026 11:00:00 GMT", now=now) == 0.0
+    assert parse_retry_after("99999") == BACKOFF_CAP
+    assert parse_retry_after("-4") == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("nan") is None
+    assert parse_retry_after(None) is None
+
+
+def test_backoff_grows_is_capped_jittered_and_honours_retry_after():
+    delays = [backoff_delay(attempt) for attempt in range(1, 12)]
+    assert all(0.5 <= d <= BACKOFF_CAP for d in delays)
+    assert backoff_delay(1) <= 1.0
+    assert BACKOFF_CAP / 2 <= backoff_delay(20) <= BACKOFF_CAP
+    assert len({backoff_delay(5) for _ in range(20)}) > 1  # jittered
+    assert backoff_delay(1, retry_after=7) == 7
+    assert backoff_delay(1, retry_after=30, cap=10) == 30  # the server's word beats our cap
+    assert backoff_delay(1, retry_after=500) == BACKOFF_CAP
+
+
+def test_same_origin_redirect_is_followed():
+    assert (
+        redirect_target("https://app.octopods.io/api/v1/sms/messages/1", "/api/v1/sms/messages/1/")
+        == "https://app.octopods.io/api/v1/sms/messages/1/"
+    )
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["https://evil.example.com/x", "http://app.octopods.io/x", "https://app.octopods.io:444/x", "//evil/x"],
+)
+def test_cross_origin_redirect_is_refused(location):
+    with pytest.raises(OctopodsBadRequestError, match="the API key was not sent there"):
+        redirect_target("https://app.octopods.io/api/v1/sms/messages/1", location)
