@@ -1,13 +1,33 @@
-"""Run the Octopods simulator from the command line: ``octopods-simulator --port 8765``."""
+"""
+Run the Octopods simulator from the command line: ``octopods-simulator --port 8765``.
+
+The first line printed is ``Octopods simulator listening on <url>`` (flushed at once, so a
+parent process can read the port of ``--port 0``). The soft limit on open files is raised to
+the hard limit, so thousands of concurrent clients (``benchmarks/``) do not run out of sockets.
+Its admin endpoints (``/_simulator/messages``, ``/_simulator/stats``) are described in
+:mod:`airflow_provider_octopods.testing.simulator`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import threading
 
 from airflow_provider_octopods.testing.simulator import OctopodsSimulator
+
+
+def _raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one (where the platform has the notion)."""
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,12 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         "--deliver-after", type=float, default=1.0, help="seconds until sent SMS are delivered"
     )
     args = parser.parse_args(argv)
+    _raise_open_files_limit()
     sim = OctopodsSimulator(args.key, host=args.host, port=args.port, deliver_after=args.deliver_after)
     sim.start()
-    print(f"Octopods simulator listening on {sim.url}")
+    print(f"Octopods simulator listening on {sim.url}", flush=True)
     print("Connection for Airflow:")
     print(f"  export AIRFLOW_CONN_OCTOPODS_DEFAULT='{json.dumps(sim.connection_extra())}'")
-    print("Numbers ending in 0001/0004 fail, 0002/0003 are undelivered, 0009 stay queued, 0400 get error 4.")
+    print(
+        "Numbers ending in 0001/0004 fail, 0002/0003 are undelivered, 0009 stay queued, 0400 get error 4.",
+        flush=True,
+    )
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -13,6 +13,16 @@ unless the destination number ends in one of the magic suffixes of :data:`MAGIC_
 
 The server runs its own event loop in a daemon thread, so it serves sync and async clients
 alike, and counts the TCP connections it accepts (:attr:`OctopodsSimulator.connections_opened`).
+
+For a simulator in another process (``octopods-simulator``, used by ``benchmarks/``), two admin
+endpoints script and observe it over HTTP. They need no key, are not recorded as requests and
+take no injected fault (their TCP connections are counted, like any other):
+
+- ``POST /_simulator/messages`` with ``{"messages": [{"timeline": [[seconds, status], ...]}, ...]}``
+  creates timeline-scripted messages (optional ``phone_number`` per message) and answers 201 with
+  ``{"message_ids": [...], "created_at": <UNIX time the timelines start>}``.
+- ``GET /_simulator/stats`` answers ``{"connections_opened", "requests", "status_requests",
+  "messages"}`` (requests exclude the admin endpoints).
 """
 
 from __future__ import annotations
@@ -40,6 +50,9 @@ AUTH_HEADER = "X-Octopods-Auth"
 _STATUS_PATH = re.compile(r"/api/v1/sms/messages/(?P<id>[^/?#]*)")
 _SEND_PATH = "/api/v1/sms/messages"
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+_ADMIN_PREFIX = "/_simulator/"
+_ADMIN_MESSAGES = "/_simulator/messages"
+_ADMIN_STATS = "/_simulator/stats"
 
 #: The failure reasons Octopods documents for ``failed`` and ``undelivered`` messages.
 FAILURE_REASONS = {
@@ -347,7 +360,46 @@ class OctopodsSimulator:
             payload["error_code"] = error_code
         return self._json(status, payload)
 
+    async def _admin(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Serve the ``/_simulator/`` endpoints described in the module docstring."""
+        if request.path == _ADMIN_STATS and request.method == "GET":
+            with self._lock:
+                return self._json(
+                    200,
+                    {
+                        "connections_opened": self.connections_opened,
+                        "requests": len(self.requests),
+                        "status_requests": sum(
+                            1 for r in self.requests if r.method == "GET" and _STATUS_PATH.fullmatch(r.path)
+                        ),
+                        "messages": len(self.messages),
+                    },
+                )
+        if request.path == _ADMIN_MESSAGES and request.method == "POST":
+            try:
+                specs = (await request.json())["messages"]
+                scripts = [
+                    ([(float(t), str(s)) for t, s in spec["timeline"]], spec.get("phone_number"))
+                    for spec in specs
+                ]
+            except (ValueError, KeyError, TypeError):
+                return self._error(
+                    400, 'Send {"messages": [{"timeline": [[seconds, status], ...]}, ...]}.', 1
+                )
+            created_at, started = time.time(), time.monotonic()
+            ids = [
+                self.add_message(timeline=timeline, phone_number=phone or "+15551234567")
+                for timeline, phone in scripts
+            ]
+            with self._lock:
+                for message_id in ids:  # one clock for the batch, so delivery times are exact
+                    self.messages[message_id].created = started
+            return self._json(201, {"message_ids": ids, "created_at": created_at})
+        return self._error(404, f"No simulator route for {request.method} {request.path}.")
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path.startswith(_ADMIN_PREFIX):
+            return await self._admin(request)
         key = request.headers.get(AUTH_HEADER)
         with self._lock:
             self.requests.append(RequestRecord(request.method, request.path, key is not None, time.time()))
