@@ -308,6 +308,21 @@ def _ssl_param(verify: bool | str) -> ssl.SSLContext | bool | None:
     return None if verify else False
 
 
+async def _amask_secret(secret: str) -> None:
+    """
+    Register the key with the secrets masker without blocking the event loop.
+
+    Airflow 3 offers ``amask_secret`` (the sync call would make a blocking round trip to the
+    supervisor from the triggerer's loop); older versions only have the local, sync masker.
+    """
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:
+        mask_secret(secret)
+    else:
+        await amask_secret(secret)
+
+
 class _SessionPool:
     """
     One ``aiohttp.ClientSession`` per event loop, shared by every async hook on that loop.
@@ -388,7 +403,7 @@ class OctopodsAsyncHook(BaseHook):
 
         conn = await get_async_connection(self.octopods_conn_id)
         settings, key = api_settings(conn), api_key(conn)
-        mask_secret(key)
+        await _amask_secret(key)
         self._settings, self._key = settings, key
         return settings, key
 
