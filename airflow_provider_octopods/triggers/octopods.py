@@ -14,7 +14,7 @@ from airflow_provider_octopods.exceptions import OctopodsError, OctopodsTransien
 from airflow_provider_octopods.models import SmsStatus, validate_message_id, validate_message_ids
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Iterator, Sequence
 
 #: Seconds before the first poll: the docs say an immediate poll returns ``queued`` or ``sent``.
 DEFAULT_INITIAL_DELAY = 5.0
@@ -111,6 +111,21 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
             },
         )
 
+    def poll_delays(self) -> Iterator[float]:
+        """
+        Yield the seconds to wait before each poll while polls succeed: this trigger's schedule.
+
+        ``initial_delay``, then ``poll_interval`` growing by ``backoff_factor`` up to
+        ``max_poll_interval``. A transient error does not advance it (the error backs off on its
+        own); the deadline only shortens a wait. Pure arithmetic, so the cost of a schedule is
+        computed without waiting (``benchmarks/poll_schedule.py``).
+        """
+        yield self.initial_delay
+        interval = self.poll_interval
+        while True:
+            yield interval
+            interval = min(interval * self.backoff_factor, self.max_poll_interval)
+
     def _event(self, status: str, last: dict[int, SmsStatus], message: str, **extra: Any) -> TriggerEvent:
         statuses = [last[i].to_dict() if i in last else None for i in self.ids]
         return TriggerEvent(
@@ -126,8 +141,8 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
         last: dict[int, SmsStatus] = {}
         pending = self.ids
         warned: set[str] = set()
-        interval = self.poll_interval
-        delay = self.initial_delay
+        schedule = self.poll_delays()
+        delay = next(schedule)
         failures = 0
         last_error: str | None = None
 
@@ -180,7 +195,7 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
                     self.log.warning("%s Next poll in %.1f s.", last_error, delay)
                 else:
                     failures, last_error = 0, None
-                    delay, interval = interval, min(interval * self.backoff_factor, self.max_poll_interval)
+                    delay = next(schedule)
                     self.log.info(
                         "Waiting on %d SMS (%s); next poll in %.1f s.",
                         len(pending),
