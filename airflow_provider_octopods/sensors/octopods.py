@@ -132,12 +132,7 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
 
     def _result(self, statuses: list[SmsStatus]) -> Any:
         """Fail on any failed delivery; else return the XCom value (a dict, or a list for many)."""
-        failure = failure_message(statuses)
-        if failure:
-            raise OctopodsDeliveryError(failure)
-        for status in statuses:
-            self.log.info("SMS %s delivered at %s.", status.message_id, status.delivered_at)
-        dicts = [s.to_dict() for s in statuses]
+        dicts = require_delivered(statuses, self.log)
         return dicts if self.message_ids is not None else dicts[0]
 
     def execute(self, context: Context) -> Any:
@@ -210,21 +205,49 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
         :param context: the task context.
         :param event: the trigger's event payload.
         """
-        if not event:
-            raise OctopodsError("The Octopods trigger ended without an event.")
-        ids = [int(i) for i in event.get("message_ids", [])]
-        last = {
-            i: SmsStatus.from_dict(s)
-            for i, s in zip(ids, event.get("statuses", []), strict=False)
-            if s is not None
-        }
-        status = event.get("status")
-        if status == "done":
-            return self._result([last[i] for i in ids])
-        if status == "timeout":
-            raise OctopodsTimeoutError(
-                timeout_message(event.get("pending", ids), last, self.timeout, event.get("last_error"))
-            )
-        if status == "error":
-            raise error_from_dict(event.get("error") or {"message": event.get("message")})
-        raise OctopodsError(f"The Octopods trigger sent an event this sensor does not know: {status!r}.")
+        return self._result(statuses_from_event(event, self.timeout))
+
+
+def statuses_from_event(event: dict[str, Any] | None, timeout: float | None) -> list[SmsStatus]:
+    """
+    Return the final statuses an ``OctopodsSmsDeliveryTrigger`` event reports, or raise its error.
+
+    Shared by every task that defers to the trigger, so they all finish alike.
+
+    :param event: the trigger's event payload.
+    :param timeout: the wait's timeout in seconds, named in the timeout error.
+    :return: one terminal status per message id, in the trigger's input order.
+    """
+    if not event:
+        raise OctopodsError("The Octopods trigger ended without an event.")
+    ids = [int(i) for i in event.get("message_ids", [])]
+    last = {
+        i: SmsStatus.from_dict(s)
+        for i, s in zip(ids, event.get("statuses", []), strict=False)
+        if s is not None
+    }
+    status = event.get("status")
+    if status == "done":
+        return [last[i] for i in ids]
+    if status == "timeout":
+        raise OctopodsTimeoutError(
+            timeout_message(event.get("pending", ids), last, timeout, event.get("last_error"))
+        )
+    if status == "error":
+        raise error_from_dict(event.get("error") or {"message": event.get("message")})
+    raise OctopodsError(f"The Octopods trigger sent an event this provider does not know: {status!r}.")
+
+
+def require_delivered(statuses: Sequence[SmsStatus], log: Any) -> list[dict[str, Any]]:
+    """
+    Raise :class:`OctopodsDeliveryError` if any SMS was not delivered; else return the statuses as dicts.
+
+    :param statuses: terminal statuses.
+    :param log: the task's logger, to log each delivery.
+    """
+    failure = failure_message(statuses)
+    if failure:
+        raise OctopodsDeliveryError(failure)
+    for status in statuses:
+        log.info("SMS %s delivered at %s.", status.message_id, status.delivered_at)
+    return [s.to_dict() for s in statuses]
