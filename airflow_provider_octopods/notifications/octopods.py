@@ -1,0 +1,154 @@
+"""Notifier that sends an SMS through Octopods, for DAG and task callbacks."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseNotifier
+
+from airflow_provider_octopods.exceptions import OctopodsError
+from airflow_provider_octopods.models import MAX_BODY_LENGTH
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import jinja2
+    from airflow.providers.common.compat.sdk import Context
+
+__all__ = ["OctopodsSmsNotifier", "send_octopods_sms_notification"]
+
+
+class OctopodsSmsNotifier(BaseNotifier):
+    """
+    Send an SMS through Octopods when a DAG or a task changes state.
+
+    Use it wherever Airflow takes a callback (``on_failure_callback``, ``on_success_callback``,
+    ``on_retry_callback``, ...). ``destination_phone`` and ``body`` are Jinja templates rendered
+    with the callback's context, e.g. ``"{{ dag.dag_id }} failed: {{ run_id }}"``.
+
+    .. code-block:: python
+
+        DAG(
+            "nightly_report",
+            on_failure_callback=OctopodsSmsNotifier(
+                destination_phone="+15551234567",
+                body="DAG {{ dag.dag_id }} failed (run {{ run_id }}).",
+            ),
+        )
+
+    A notification must not turn one failure into two: when the SMS cannot be sent (an invalid
+    number, a rejected key, Octopods unreachable, a template that does not render) the notifier
+    logs a clear error and returns; it never raises into Airflow's callback machinery. A rendered
+    body longer than Octopods' 1,600 characters is cut (with ``...``) rather than not sent. Each
+    call renders a copy, so one notifier shared by many tasks (``default_args``) renders afresh for
+    each of them.
+
+    :param destination_phone: the recipient in E.164 form, e.g. ``+15551234567`` (templated).
+    :param body: the text (templated).
+    :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>`.
+    :param destination_user_name: the recipient's name, shown in Octopods (templated).
+    """
+
+    template_fields: Sequence[str] = ("destination_phone", "body", "destination_user_name")
+
+    def __init__(
+        self,
+        *,
+        destination_phone: str,
+        body: str,
+        octopods_conn_id: str = "octopods_default",
+        destination_user_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.destination_phone = destination_phone
+        self.body = body
+        self.octopods_conn_id = octopods_conn_id
+        self.destination_user_name = destination_user_name
+
+    def get_template_env(self, dag: Any = None) -> jinja2.Environment:
+        """
+        Return the DAG's Jinja environment, or a sandboxed default when the DAG has none.
+
+        ``dag.test()`` on Airflow 3 runs DAG-level callbacks with the serialized DAG, which cannot
+        build a Jinja environment; the templates then render without the DAG's own macros.
+
+        :param dag: the DAG from the callback's context.
+        """
+        if dag is not None and not hasattr(dag, "get_template_env"):
+            dag = None
+        return super().get_template_env(dag=dag)
+
+    def _text(self) -> Any:
+        """Return the rendered body, cut to Octopods' limit if a long context value overflowed it."""
+        body = self.body
+        if isinstance(body, str) and len(body) > MAX_BODY_LENGTH:
+            self.log.warning(
+                "The rendered SMS text has %d characters; sending its first %d.", len(body), MAX_BODY_LENGTH
+            )
+            body = body[: MAX_BODY_LENGTH - 3] + "..."
+        return body
+
+    def _report_failure(self, err: BaseException) -> None:
+        expected = isinstance(err, OctopodsError)
+        self.log.error(
+            "The Octopods SMS notification was not sent: %s%s",
+            "" if expected else f"{type(err).__name__}: ",
+            err,
+            exc_info=not expected,
+        )
+
+    def notify(self, context: Context) -> None:
+        """
+        Send the SMS (sync; DAG and task callbacks); log, never raise, if it cannot be sent.
+
+        :param context: the callback's context.
+        """
+        from airflow_provider_octopods.hooks.octopods import OctopodsHook
+
+        hook = OctopodsHook(self.octopods_conn_id)
+        try:
+            sent = hook.send_sms(
+                self.destination_phone, self._text(), destination_user_name=self.destination_user_name
+            )
+        except Exception as err:
+            self._report_failure(err)
+            return
+        finally:
+            hook.close()
+        self.log.info("Sent the Octopods SMS notification: message %s.", sent.message_id)
+
+    async def async_notify(self, context: Context) -> None:
+        """
+        Send the SMS (async; e.g. deadline alerts in the triggerer); log, never raise, on failure.
+
+        :param context: the notification's context.
+        """
+        from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
+
+        try:
+            async with OctopodsAsyncHook(self.octopods_conn_id) as hook:
+                sent = await hook.send_sms(
+                    self.destination_phone, self._text(), destination_user_name=self.destination_user_name
+                )
+        except Exception as err:
+            self._report_failure(err)
+            return
+        self.log.info("Sent the Octopods SMS notification: message %s.", sent.message_id)
+
+    def __call__(self, *args: Any) -> None:
+        """
+        Render a copy of this notifier with the callback's context and send it; never raise.
+
+        :param args: the callback's context (Airflow passes one argument, or four for SLA misses).
+        """
+        try:
+            # Rendering replaces the templates in place: render a copy, keep them for the next call.
+            BaseNotifier.__call__(copy.copy(self), *args)
+        except Exception as err:
+            self._report_failure(err)
+
+
+#: The lowercase alias official providers offer for their notifiers.
+send_octopods_sms_notification = OctopodsSmsNotifier

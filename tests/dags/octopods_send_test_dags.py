@@ -1,0 +1,102 @@
+"""
+DAGs for the tests of sending: the example DAGs' patterns with fast intervals, fed by the run's conf.
+
+- ``octopods_test_send_only``: the operator without waiting.
+- ``octopods_test_send_and_wait_<mode>`` (mode = worker, deferrable): send, then wait for delivery
+  (polling in the worker, or deferred to the triggerer); ``retries=1``, so a send that a retry
+  repeated would show up as a second POST. ``octopods_test_send_and_wait_timeout_<mode>`` gives
+  up after 1.5 s.
+- ``octopods_test_send_then_sensor``: the operator in one task, the sensor on its XCom in another.
+- ``octopods_test_batch_send``: one mapped send per number in ``params.phones``, then one sensor
+  waiting on every message id.
+- ``octopods_test_notifier``: a task that fails, with the notifier as the task's and the DAG's
+  ``on_failure_callback``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.providers.common.compat.sdk import DAG, task
+
+from airflow_provider_octopods.notifications.octopods import OctopodsSmsNotifier
+from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
+from airflow_provider_octopods.sensors.octopods import OctopodsSmsDeliverySensor
+
+FAST_WAIT = {"poll_interval": 0.1, "initial_delay": 0.05, "max_poll_interval": 0.2}
+FAST_SENSOR = {"poke_interval": 0.1, "initial_delay": 0.05, "max_poll_interval": 0.2}
+PARAMS = {"destination_phone": "+15551234567", "body": "Hello from the tests"}
+SEND_ARGS = {"destination_phone": "{{ params.destination_phone }}", "body": "{{ params.body }}"}
+
+with DAG("octopods_test_send_only", schedule=None, start_date=datetime(2026, 1, 1), params=PARAMS):
+    OctopodsSendSmsOperator(task_id="send_sms", **SEND_ARGS)
+
+for _mode in ("worker", "deferrable"):
+    for _suffix, _timeout in (("", 20.0), ("_timeout", 1.5)):
+        with DAG(
+            f"octopods_test_send_and_wait{_suffix}_{_mode}",
+            schedule=None,
+            start_date=datetime(2026, 1, 1),
+            params=PARAMS,
+            default_args={"retries": 1, "retry_delay": timedelta(seconds=0)},
+        ):
+            OctopodsSendSmsOperator(
+                task_id="send_sms",
+                wait_for_delivery=True,
+                deferrable=_mode == "deferrable",
+                timeout=_timeout,
+                **SEND_ARGS,
+                **FAST_WAIT,
+            )
+
+with DAG("octopods_test_send_then_sensor", schedule=None, start_date=datetime(2026, 1, 1), params=PARAMS):
+    OctopodsSendSmsOperator(task_id="send_sms", **SEND_ARGS) >> OctopodsSmsDeliverySensor(
+        task_id="wait_for_delivery",
+        message_id="{{ ti.xcom_pull(task_ids='send_sms')['message_id'] }}",
+        deferrable=True,
+        timeout=20,
+        **FAST_SENSOR,
+    )
+
+with DAG(
+    "octopods_test_batch_send",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    params={"phones": ["+15551234567"], "body": "Hello from the tests"},
+):
+
+    @task
+    def phones(params: dict | None = None) -> list[str]:
+        return list((params or {})["phones"])
+
+    OctopodsSendSmsOperator.partial(task_id="send_sms", body="{{ params.body }}").expand(
+        destination_phone=phones()
+    ) >> OctopodsSmsDeliverySensor(
+        task_id="wait_for_delivery",
+        message_ids="{{ ti.xcom_pull(task_ids='send_sms') | map(attribute='message_id') | join(',') }}",
+        deferrable=True,
+        timeout=20,
+        **FAST_SENSOR,
+    )
+
+with DAG(
+    "octopods_test_notifier",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    params={"task_phone": "+15551234567", "dag_phone": "+15557654321"},
+    on_failure_callback=OctopodsSmsNotifier(
+        destination_phone="{{ params.dag_phone }}",
+        body="DAG {{ dag.dag_id }} failed in run {{ run_id }}.",
+    ),
+):
+
+    @task(
+        on_failure_callback=OctopodsSmsNotifier(
+            destination_phone="{{ params.task_phone }}",
+            body="Task {{ ti.task_id }} of {{ dag.dag_id }} failed: {{ exception }}",
+        )
+    )
+    def nightly_report() -> None:
+        raise RuntimeError("the report source is empty")
+
+    nightly_report()
