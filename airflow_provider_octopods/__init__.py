@@ -33,12 +33,19 @@ def get_provider_info() -> dict:
                 "python-modules": ["airflow_provider_octopods.hooks.octopods"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Octopods",
+                "python-modules": ["airflow_provider_octopods.operators.octopods"],
+            }
+        ],
         "sensors": [
             {
                 "integration-name": "Octopods",
                 "python-modules": ["airflow_provider_octopods.sensors.octopods"],
             }
         ],
+        "notifications": ["airflow_provider_octopods.notifications.octopods.OctopodsSmsNotifier"],
         "triggers": [
             {
                 "integration-name": "Octopods",
