@@ -4,20 +4,31 @@ folder holds ``tests/dags`` and ``example_dags``, and the Octopods simulator on 
 
 Airflow reads its configuration on import, so the environment is set here, before any test
 module imports Airflow.
+
+The suite runs on every Airflow version of the matrix (``make test-matrix``: 2.11 and 3.3). Code
+that differs between them lives here, behind ``AIRFLOW_V_3_0_PLUS`` (``get_dag``, ``read_xcom``);
+a test that cannot apply to Airflow 2 is marked ``@pytest.mark.airflow3_only(reason="...")``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
+from importlib.metadata import version as _distribution_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from packaging.version import Version
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+#: The installed Airflow (without pre-release or local parts), read without importing Airflow.
+AIRFLOW_VERSION = Version(Version(_distribution_version("apache-airflow")).base_version)
+AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION.major >= 3
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="octopods-airflow-home-"))
@@ -47,12 +58,75 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "airflow3_only(reason): the test needs Airflow 3; on Airflow 2 it is skipped with this reason "
+        "(required: say what Airflow 2 lacks).",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``airflow3_only`` tests on Airflow 2, with the reason the test gives."""
+    for item in items:
+        marker = item.get_closest_marker("airflow3_only")
+        if marker is None:
+            continue
+        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+        if not reason:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.airflow3_only needs a reason naming what Airflow 2 lacks, "
+                'e.g. @pytest.mark.airflow3_only(reason="conn-fields forms exist only in Airflow 3.2+").'
+            )
+        if not AIRFLOW_V_3_0_PLUS:
+            item.add_marker(
+                pytest.mark.skip(reason=f"Airflow 3 only (installed: {AIRFLOW_VERSION}): {reason}")
+            )
+
+
+def get_dag(dag_id: str) -> Any:
+    """Parse the test DAGs folder and return ``dag_id``; fail on any import error."""
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.dag_processing.dagbag import DagBag
+    else:
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+    bag = DagBag(str(DAGS_FOLDER))
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.get_dag(dag_id)
+    assert dag is not None, f"DAG {dag_id!r} is not in {DAGS_FOLDER}"
+    return dag
+
+
+def read_xcom(session: Any, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+    """Return the deserialized XCom ``key`` of a task in a DAG run from the metadata DB, or None."""
+    if not AIRFLOW_V_3_0_PLUS:
+        from airflow.models.xcom import XCom
+
+        return XCom.get_one(run_id=run_id, dag_id=dag_id, task_id=task_id, key=key, session=session)
+    from airflow.models.xcom import XComModel
+
+    row = (
+        session.query(XComModel)
+        .filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key, map_index=-1)
+        .one_or_none()
+    )
+    return XComModel.deserialize_value(row) if row is not None else None
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Create the Airflow metadata database once per test session."""
     from airflow.utils import db
 
+    # Airflow 2's migrations load alembic.ini's logging config, which sets the root logger to
+    # WARNING with its own stderr handler: task and dag.test() INFO logs would vanish from the
+    # output. Airflow 3 skips that when logging is configured; keep Airflow's set-up on both.
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
     db.initdb()
+    root.setLevel(level)
+    root.handlers[:] = handlers
     return AIRFLOW_HOME
 
 

@@ -1,6 +1,7 @@
 """
 DAG-level tests: real ``dag.test()`` runs against the simulator over real HTTP, with a real
-metadata database, in poke and deferrable mode (deferrable runs the trigger inline on 3.x).
+metadata database, in poke and deferrable mode (deferrable runs the trigger inline, on Airflow 2.11
+and 3.x alike).
 
 Each test asserts the task states, the XCom value, the failure reason in the output, and that
 the API key appears nowhere: not in the output, not in the task logs, not in the database
@@ -10,42 +11,46 @@ the API key appears nowhere: not in the output, not in the task logs, not in the
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
 
 from airflow_provider_octopods.testing import FAILURE_REASONS, Hang, Reply, Status
-from tests.conftest import AIRFLOW_HOME, TEST_API_KEY
+from tests.conftest import AIRFLOW_HOME, TEST_API_KEY, get_dag, read_xcom
 
 MODES = ["poke", "deferrable"]
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
 def _get_dag(dag_id: str) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(str(AIRFLOW_HOME / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.get_dag(dag_id)
+    return get_dag(dag_id)
 
 
 def run_dag(
     dag_id: str, conf: dict[str, Any], capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> tuple[dict, str]:
-    """Run a DAG with ``dag.test()``; return {task_id: (state, xcom)} and everything printed."""
-    dag_run = _get_dag(dag_id).test(run_conf=conf)
-    from airflow.models.xcom import XComModel
+    """
+    Run a DAG with ``dag.test()``; return {task_id: (state, xcom)} and everything printed.
+
+    Works on every Airflow of the matrix: on 2.x ``dag.test()`` runs the parsed DAG object itself
+    and a deferred task's trigger inline in the test process; on 3.x it re-parses the DAGs folder
+    and runs triggers inline through the task SDK. Either way the output holds the task logs.
+    """
     from airflow.utils.session import create_session
 
+    # Airflow 2's dag.test() adds a handler on this test's (captured) sys.stdout to the task
+    # logger, once per process: a later test would log to a closed stream. Remove it afterwards.
+    task_logger = logging.getLogger("airflow.task")
+    handlers = task_logger.handlers[:]
+    try:
+        dag_run = get_dag(dag_id).test(run_conf=conf)
+    finally:
+        task_logger.handlers[:] = handlers
     results = {}
     with create_session() as session:
         for ti in dag_run.get_task_instances(session=session):
-            row = (
-                session.query(XComModel)
-                .filter_by(dag_id=dag_id, run_id=dag_run.run_id, task_id=ti.task_id, key="return_value")
-                .one_or_none()
-            )
-            value = XComModel.deserialize_value(row) if row is not None else None
+            value = read_xcom(session, dag_id, dag_run.run_id, ti.task_id)
             results[ti.task_id] = (str(ti.state), value)
     out, err = capfd.readouterr()
     output = out + err + caplog.text
