@@ -1,0 +1,270 @@
+"""
+``OctopodsSendSmsOperator`` in real ``dag.test()`` runs against the simulator over real HTTP.
+
+Each run checks the task state, the XCom, the error in the output, how many SMS were sent (POSTs
+counted by the simulator) and that the API key appears nowhere (``run_dag`` greps the output,
+the task logs and the metadata database).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
+
+from airflow_provider_octopods.exceptions import OctopodsAuthError
+from airflow_provider_octopods.models import SmsStatus
+from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
+from airflow_provider_octopods.testing import FAILURE_REASONS, Reply, Reset
+from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger
+from tests.conftest import TEST_API_KEY
+from tests.test_dag_runs import run_dag
+
+SEND = "/api/v1/sms/messages"
+MODES = ["worker", "deferrable"]
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+def posts(simulator) -> int:
+    """How many sends the simulator served."""
+    return sum(1 for r in simulator.requests if r.method == "POST" and r.path == SEND)
+
+
+def test_send_only_returns_sent_sms_and_sends_once(octopods_conn, capfd, caplog):
+    conf = {"destination_phone": "+15551234567", "body": "Your report is ready."}
+
+    results, _ = run_dag("octopods_test_send_only", conf, capfd, caplog)
+
+    state, xcom = results["send_sms"]
+    assert state == "success"
+    assert set(xcom) == {"message_id", "request_id", "channel_message_id"}
+    message = octopods_conn.messages[xcom["message_id"]]
+    assert (message.phone_number, message.body) == ("+15551234567", "Your report is ready.")
+    assert posts(octopods_conn) == 1
+    assert octopods_conn.request_count() == 1  # no status poll without wait_for_delivery
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_send_and_wait_delivered_returns_final_status_and_sends_once(mode, octopods_conn, capfd, caplog):
+    results, output = run_dag(
+        f"octopods_test_send_and_wait_{mode}", {"destination_phone": "+15551234567"}, capfd, caplog
+    )
+
+    state, xcom = results["send_sms"]
+    assert state == "success"
+    assert xcom["status"] == "delivered"
+    assert xcom["message_id"] in octopods_conn.messages
+    assert xcom["delivered_at"].endswith("+00:00")
+    assert posts(octopods_conn) == 1
+    assert octopods_conn.request_count(f"{SEND}/{xcom['message_id']}") >= 1
+    if mode == "deferrable":
+        assert "[DAG TEST] running trigger in line" in output
+
+
+@pytest.mark.parametrize(
+    ("mode", "phone", "status", "reason"),
+    [
+        ("worker", "+15551230001", "failed", FAILURE_REASONS["invalid_number"]),
+        ("deferrable", "+15551230003", "undelivered", FAILURE_REASONS["out_of_coverage"]),
+        ("deferrable", "+15551230004", "failed", FAILURE_REASONS["sender_not_approved"]),
+        ("worker", "+15551230002", "undelivered", FAILURE_REASONS["carrier_blocked"]),
+    ],
+)
+def test_failed_delivery_fails_without_retry_or_resend(
+    mode, phone, status, reason, octopods_conn, capfd, caplog
+):
+    results, output = run_dag(
+        f"octopods_test_send_and_wait_{mode}", {"destination_phone": phone}, capfd, caplog
+    )
+
+    assert results["send_sms"] == ("failed", None)
+    (message_id,) = octopods_conn.messages
+    assert "OctopodsDeliveryError" in output
+    assert f"SMS {message_id} was not delivered: status '{status}', failure_reason: {reason}" in output
+    assert posts(octopods_conn) == 1  # the DAG allows a retry: a failed delivery must not use it
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bad_phone_fails_naming_the_field_before_any_request(mode, octopods_conn, capfd, caplog):
+    results, output = run_dag(
+        f"octopods_test_send_and_wait_{mode}", {"destination_phone": "555-1234"}, capfd, caplog
+    )
+
+    assert results["send_sms"] == ("failed", None)
+    assert "Invalid destination_phone: '555-1234' is not an E.164 phone number" in output
+    assert "(e.g. +15551234567)" in output
+    assert octopods_conn.request_count() == 0
+
+
+def test_empty_body_fails_naming_the_field_before_any_request(octopods_conn, capfd, caplog):
+    results, output = run_dag("octopods_test_send_only", {"body": ""}, capfd, caplog)
+
+    assert results["send_sms"] == ("failed", None)
+    assert "Invalid body: the SMS text is empty" in output
+    assert octopods_conn.request_count() == 0
+
+
+def test_refused_send_surfaces_octopods_text_and_is_not_retried(octopods_conn, capfd, caplog):
+    octopods_conn.inject(
+        Reply(
+            400, {"request_id": "req-3", "error_code": 3, "error": "The destination phone number is invalid."}
+        )
+    )
+
+    results, output = run_dag("octopods_test_send_and_wait_worker", {}, capfd, caplog)
+
+    assert results["send_sms"] == ("failed", None)
+    assert (
+        "Octopods refused the request (HTTP 400, error_code 3): The destination phone number is invalid."
+        in (output)
+    )
+    assert posts(octopods_conn) == 1
+
+
+def test_provider_error_surfaces_its_text_and_may_be_retried(octopods_conn, capfd, caplog):
+    """Error code 4: Octopods did not send the SMS, so the task's one retry may try again."""
+    results, output = run_dag(
+        "octopods_test_send_and_wait_deferrable", {"destination_phone": "+15551230400"}, capfd, caplog
+    )
+
+    assert results["send_sms"] == ("failed", None)
+    assert "Octopods' SMS provider failed (HTTP 400, error_code 4): The SMS provider returned an error." in (
+        output
+    )
+    assert posts(octopods_conn) == 2
+    assert octopods_conn.messages == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_send_with_unknown_outcome_fails_without_retry(mode, octopods_conn, capfd, caplog):
+    """A 5xx may hide a send that went out: the task's retry must not text the recipient twice."""
+    octopods_conn.inject(Reply(503, "<html>Service Unavailable</html>"))
+
+    results, output = run_dag(f"octopods_test_send_and_wait_{mode}", {}, capfd, caplog)
+
+    assert results["send_sms"] == ("failed", None)
+    assert "OctopodsSendUnconfirmedError" in output
+    assert "HTTP 503" in output
+    assert "The SMS may have been sent: it is not sent again" in output
+    assert posts(octopods_conn) == 1
+
+
+def test_rate_limited_send_is_left_to_the_task_retry(octopods_conn, capfd, caplog):
+    """HTTP 429: Octopods refused before sending, so the task's retry sends it, once."""
+    octopods_conn.inject(Reply(429, {"error": "Too many requests"}, {"Retry-After": "0"}))
+
+    results, output = run_dag("octopods_test_send_and_wait_worker", {}, capfd, caplog)
+
+    state, xcom = results["send_sms"]
+    assert state == "success"
+    assert xcom["status"] == "delivered"
+    assert "HTTP 429 (rate limit reached)" in output
+    assert posts(octopods_conn) == 2
+    assert list(octopods_conn.messages) == [xcom["message_id"]]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stuck_in_queued_times_out_naming_the_last_status(mode, octopods_conn, capfd, caplog):
+    results, output = run_dag(
+        f"octopods_test_send_and_wait_timeout_{mode}", {"destination_phone": "+15551230009"}, capfd, caplog
+    )
+
+    assert results["send_sms"] == ("failed", None)
+    (message_id,) = octopods_conn.messages
+    assert "OctopodsTimeoutError" in output
+    assert f"Timed out after 1.5 s waiting for delivery. SMS {message_id}: last status 'queued'." in output
+    assert posts(octopods_conn) == 1
+
+
+def test_send_in_one_task_wait_in_another(octopods_conn, capfd, caplog):
+    results, _ = run_dag("octopods_test_send_then_sensor", {}, capfd, caplog)
+
+    (send_state, sent), (wait_state, status) = results["send_sms"], results["wait_for_delivery"]
+    assert (send_state, wait_state) == ("success", "success")
+    assert status["message_id"] == sent["message_id"]
+    assert status["status"] == "delivered"
+    assert posts(octopods_conn) == 1
+
+
+def test_batch_send_then_one_wait_names_the_failure(octopods_conn, capfd, caplog):
+    phones = ["+15551234567", "+15551230002", "+15557654321"]
+
+    results, output = run_dag("octopods_test_batch_send", {"phones": phones}, capfd, caplog)
+
+    assert results["wait_for_delivery"] == ("failed", None)
+    assert posts(octopods_conn) == 3
+    (bad,) = [m.message_id for m in octopods_conn.messages.values() if m.phone_number == "+15551230002"]
+    assert "1 of 3 SMS were not delivered." in output
+    assert f"SMS {bad} was not delivered: status 'undelivered'" in output
+    assert FAILURE_REASONS["carrier_blocked"] in output
+
+
+def test_batch_send_all_delivered(octopods_conn, capfd, caplog):
+    phones = ["+15551234567", "+15557654321"]
+
+    results, _ = run_dag("octopods_test_batch_send", {"phones": phones}, capfd, caplog)
+
+    state, statuses = results["wait_for_delivery"]
+    assert state == "success"
+    assert sorted(s["phone_number"] for s in statuses) == sorted(phones)
+    assert {s["status"] for s in statuses} == {"delivered"}
+    assert posts(octopods_conn) == 2
+
+
+# -- narrow tests of the two waits, without a DAG run ------------------------------------------
+
+
+def _operator(**kwargs):
+    return OctopodsSendSmsOperator(
+        task_id="send_sms", destination_phone="+15551234567", body="hi", wait_for_delivery=True, **kwargs
+    )
+
+
+def test_deferrable_defers_on_the_message_it_sent_and_finishes_without_sending(octopods_conn):
+    operator = _operator(deferrable=True, timeout=60, poll_interval=0.1)
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context={})
+
+    (message_id,) = octopods_conn.messages
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, OctopodsSmsDeliveryTrigger)
+    assert trigger.ids == [message_id]
+    assert deferred.value.method_name == "execute_complete"
+    assert deferred.value.kwargs["sent"]["message_id"] == message_id
+    assert TEST_API_KEY not in json.dumps(trigger.serialize())
+
+    event = {
+        "status": "done",
+        "message_ids": [message_id],
+        "statuses": [SmsStatus(message_id, "delivered").to_dict()],
+    }
+    assert operator.execute_complete({}, event, **deferred.value.kwargs)["status"] == "delivered"
+    assert posts(octopods_conn) == 1
+
+
+def test_worker_wait_polls_through_transient_errors(octopods_conn):
+    message_id = octopods_conn.add_message("queued", "sent", "delivered")
+    octopods_conn.inject(Reply(503), Reply(429, {"error": "slow"}, {"Retry-After": "0"}), Reset())
+    operator = _operator(max_poll_interval=0.05)
+    trigger = OctopodsSmsDeliveryTrigger(
+        message_id, poll_interval=0.01, end_time=time.time() + 10, initial_delay=0, max_poll_interval=0.05
+    )
+
+    event = operator._poll_in_process(trigger)
+
+    assert event["status"] == "done"
+    assert event["statuses"][0]["status"] == "delivered"
+    assert octopods_conn.request_count(f"{SEND}/{message_id}") == 6
+
+
+def test_worker_wait_stops_at_once_on_a_revoked_key(octopods_conn):
+    message_id = octopods_conn.add_message("queued")
+    octopods_conn.revoke_key()
+    trigger = OctopodsSmsDeliveryTrigger(message_id, end_time=time.time() + 10, initial_delay=0)
+
+    with pytest.raises(OctopodsAuthError, match="rotated or revoked"):
+        _operator()._poll_in_process(trigger)
+    assert octopods_conn.request_count() == 1
