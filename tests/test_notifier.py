@@ -1,0 +1,143 @@
+"""
+``OctopodsSmsNotifier`` as task and DAG callbacks in real ``dag.test()`` runs, and called directly.
+
+The notifier renders its templates with the callback's context, sends one SMS per call, and when
+it cannot send it logs why and returns: a notification never raises into Airflow's callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_provider_octopods.models import MAX_BODY_LENGTH
+from airflow_provider_octopods.notifications.octopods import (
+    OctopodsSmsNotifier,
+    send_octopods_sms_notification,
+)
+from airflow_provider_octopods.testing import Reply
+from tests.conftest import TEST_API_KEY
+from tests.test_dag_runs import assert_no_key_anywhere, run_dag
+
+SEND = "/api/v1/sms/messages"
+NOT_SENT = "The Octopods SMS notification was not sent: "
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+def _bodies(simulator) -> dict[str, str]:
+    return {m.phone_number: m.body for m in simulator.messages.values()}
+
+
+def _output(capfd, caplog) -> str:
+    out, err = capfd.readouterr()
+    output = out + err + caplog.text
+    assert TEST_API_KEY not in output
+    return output
+
+
+def test_task_and_dag_failure_callbacks_render_and_send_once_each(octopods_conn, capfd, caplog):
+    conf = {"task_phone": "+15551234567", "dag_phone": "+15557654321"}
+
+    results, output = run_dag("octopods_test_notifier", conf, capfd, caplog)
+
+    assert results["nightly_report"] == ("failed", None)
+    bodies = _bodies(octopods_conn)
+    assert bodies["+15551234567"] == (
+        "Task nightly_report of octopods_test_notifier failed: the report source is empty"
+    )
+    assert bodies["+15557654321"].startswith("DAG octopods_test_notifier failed in run manual__")
+    assert octopods_conn.request_count(SEND) == 2  # one SMS per callback, each sent once
+    assert NOT_SENT not in output
+
+
+def test_failing_notifiers_log_and_never_raise_into_the_callbacks(octopods_conn, capfd, caplog):
+    # The task's notifier hits an Octopods error (code 4), the DAG's has an invalid number.
+    conf = {"task_phone": "+15551230400", "dag_phone": "not-a-phone"}
+
+    results, output = run_dag("octopods_test_notifier", conf, capfd, caplog)
+
+    assert results["nightly_report"] == ("failed", None)
+    assert f"{NOT_SENT}Octopods' SMS provider failed (HTTP 400, error_code 4)" in output
+    assert f"{NOT_SENT}Invalid destination_phone: 'not-a-phone' is not an E.164 phone number" in output
+    assert "Callback failed for" not in output  # the DAG run's callback runner saw no exception
+    assert "Failed to send notification" not in output  # nor did BaseNotifier
+    assert octopods_conn.request_count(SEND) == 1  # the invalid number never reached Octopods
+    assert octopods_conn.messages == {}
+
+
+def test_one_notifier_renders_afresh_for_every_call(octopods_conn, capfd, caplog):
+    notifier = OctopodsSmsNotifier(destination_phone="{{ phone }}", body="{{ task_id }} failed")
+
+    notifier({"phone": "+15551234567", "task_id": "extract"})
+    notifier({"phone": "+15557654321", "task_id": "load"})
+
+    assert _bodies(octopods_conn) == {"+15551234567": "extract failed", "+15557654321": "load failed"}
+    assert (notifier.destination_phone, notifier.body) == ("{{ phone }}", "{{ task_id }} failed")
+    _output(capfd, caplog)
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (lambda sim: sim.revoke_key(), "Octopods rejected the Channel API key"),
+        (lambda sim: sim.inject(Reply(503, "down")), "HTTP 503"),
+        (lambda sim: sim.stop(), "Could not reach Octopods"),
+    ],
+    ids=["revoked-key", "server-error", "unreachable"],
+)
+def test_send_failures_are_logged_not_raised(setup, expected, octopods_conn, capfd, caplog):
+    setup(octopods_conn)
+
+    assert OctopodsSmsNotifier(destination_phone="+15551234567", body="x")({}) is None
+
+    output = _output(capfd, caplog)
+    assert NOT_SENT in output
+    assert expected in output
+
+
+def test_template_error_is_logged_not_raised_and_sends_nothing(octopods_conn, capfd, caplog):
+    notifier = OctopodsSmsNotifier(destination_phone="+15551234567", body="{{ ti.task_id }")
+
+    notifier({})
+
+    output = _output(capfd, caplog)
+    assert f"{NOT_SENT}TemplateSyntaxError" in output
+    assert octopods_conn.request_count() == 0
+
+
+def test_overlong_rendered_body_is_cut_to_the_limit_not_dropped(octopods_conn, capfd, caplog):
+    OctopodsSmsNotifier(destination_phone="+15551234567", body="Failed: {{ error }}")({"error": "x" * 5000})
+
+    (body,) = _bodies(octopods_conn).values()
+    assert len(body) == MAX_BODY_LENGTH
+    assert body.startswith("Failed: xxx") and body.endswith("...")
+    assert "sending its first 1600" in _output(capfd, caplog)
+
+
+async def test_async_notify_renders_and_sends(octopods_conn):
+    await OctopodsSmsNotifier(
+        destination_phone="+15551234567", body="Deadline missed by {{ dag_id }}", context={"dag_id": "etl"}
+    )
+
+    assert _bodies(octopods_conn) == {"+15551234567": "Deadline missed by etl"}
+
+
+async def test_async_notify_failure_is_logged_not_raised(octopods_conn, capfd, caplog):
+    octopods_conn.revoke_key()
+
+    await OctopodsSmsNotifier(destination_phone="+15551234567", body="x")
+
+    assert "rotated or revoked" in _output(capfd, caplog)
+
+
+def test_lowercase_alias_and_connection_id(octopods_conn, monkeypatch, capfd, caplog):
+    monkeypatch.setenv("AIRFLOW_CONN_OCTOPODS_ALERTS", json.dumps(octopods_conn.connection_extra()))
+
+    send_octopods_sms_notification(
+        destination_phone="+15551234567", body="hi", octopods_conn_id="octopods_alerts"
+    )({})
+
+    assert send_octopods_sms_notification is OctopodsSmsNotifier
+    assert _bodies(octopods_conn) == {"+15551234567": "hi"}
+    assert_no_key_anywhere(_output(capfd, caplog))
