@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "get_provider_info"]
@@ -13,7 +15,7 @@ def get_provider_info() -> dict:
 
     Registered as the ``apache_airflow_provider`` entry point. The connection form is declared here
     (``conn-fields`` and ``ui-field-behaviour``) for Airflow 3.2+; ``OctopodsHook.get_ui_field_behaviour``
-    serves older UIs with the same values.
+    and ``OctopodsHook.get_connection_form_widgets`` serve older UIs with the same values.
     """
     return {
         "package-name": "airflow-provider-octopods",
@@ -65,7 +67,8 @@ def get_provider_info() -> dict:
 
 
 # One source for the connection form: the kebab-case declaration above and the hook's
-# ``get_ui_field_behaviour()`` (camel-case keys, for Airflow < 3.2) are both built from these.
+# ``get_ui_field_behaviour()`` and ``get_connection_form_widgets()`` (for Airflow < 3.2) are all
+# built from these.
 HIDDEN_FIELDS = ["login", "schema", "port"]
 RELABELING = {"password": "Channel API key", "host": "Octopods URL"}
 PLACEHOLDERS = {
@@ -78,7 +81,7 @@ UI_FIELD_BEHAVIOUR_KEBAB = {
     "relabeling": RELABELING,
     "placeholders": PLACEHOLDERS,
 }
-CONN_FIELDS = {
+CONN_FIELDS: dict[str, dict[str, Any]] = {
     "timeout": {
         "label": "Request timeout (seconds)",
         "description": "Seconds to wait for Octopods to answer one request (default 30).",

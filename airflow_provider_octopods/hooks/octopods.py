@@ -13,7 +13,7 @@ import requests
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from airflow.providers.http.hooks.http import HttpHook
 
-from airflow_provider_octopods import HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
+from airflow_provider_octopods import CONN_FIELDS, HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
 from airflow_provider_octopods._http import (
     CONNECT_TIMEOUT,
     MAX_REDIRECTS,
@@ -120,6 +120,33 @@ class OctopodsHook(HttpHook):
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Return the connection form's layout for Airflow UIs older than 3.2."""
         return {"hidden_fields": HIDDEN_FIELDS, "relabeling": RELABELING, "placeholders": PLACEHOLDERS}
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """
+        Return the connection form's extra fields for Airflow UIs older than 3.2.
+
+        Built from the same ``conn-fields`` declaration that Airflow 3.2+ reads from the provider
+        info (which then never calls this). Values are checked when the connection is used.
+        """
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import BooleanField, StringField
+        from wtforms.validators import Optional
+
+        widgets: dict[str, Any] = {}
+        for name, field in CONN_FIELDS.items():
+            label = lazy_gettext(field["label"])
+            if "boolean" in field["schema"]["type"]:
+                widgets[name] = BooleanField(label, default=False, description=field["description"])
+            else:
+                widgets[name] = StringField(
+                    label,
+                    widget=BS3TextFieldWidget(),
+                    validators=[Optional(strip_whitespace=True)],
+                    description=field["description"],
+                )
+        return widgets
 
     def _load_connection(self) -> tuple[ApiSettings, str]:
         conn = self.get_connection(self.octopods_conn_id)
