@@ -141,3 +141,12 @@ def test_lowercase_alias_and_connection_id(octopods_conn, monkeypatch, capfd, ca
     assert send_octopods_sms_notification is OctopodsSmsNotifier
     assert _bodies(octopods_conn) == {"+15551234567": "hi"}
     assert_no_key_anywhere(_output(capfd, caplog))
+
+
+def test_example_dag_texts_the_on_call_phone_when_the_run_fails(octopods_conn, capfd, caplog):
+    results, _ = run_dag("example_octopods_notifier", {"fail": True}, capfd, caplog)
+
+    assert results["nightly_report"] == ("failed", None)
+    (body,) = _bodies(octopods_conn).values()
+    assert body.startswith("Airflow: DAG example_octopods_notifier failed (")
+    assert ") in run manual__" in body

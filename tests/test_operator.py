@@ -19,7 +19,7 @@ from airflow_provider_octopods.models import SmsStatus
 from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
 from airflow_provider_octopods.testing import FAILURE_REASONS, Reply, Reset
 from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger
-from tests.conftest import TEST_API_KEY
+from tests.conftest import ROOT, TEST_API_KEY, get_dag
 from tests.test_dag_runs import run_dag
 
 SEND = "/api/v1/sms/messages"
@@ -268,3 +268,26 @@ def test_worker_wait_stops_at_once_on_a_revoked_key(octopods_conn):
     with pytest.raises(OctopodsAuthError, match="rotated or revoked"):
         _operator()._poll_in_process(trigger)
     assert octopods_conn.request_count() == 1
+
+
+EXAMPLES = {
+    "example_octopods_send_and_wait": ["howto_operator_octopods_send_sms_and_wait"],
+    "example_octopods_send_then_sensor": [
+        "howto_operator_octopods_send_sms",
+        "howto_sensor_octopods_wait_for_sent_sms",
+    ],
+    "example_octopods_batch_delivery": ["howto_sensor_octopods_batch_delivery"],
+    "example_octopods_notifier": ["howto_notifier_octopods_sms"],
+}
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXAMPLES))
+def test_example_dags_parse_with_their_docs_markers(dag_id):
+    dag = get_dag(dag_id)
+    source = (ROOT / "example_dags" / f"{dag_id}.py").read_text()
+
+    assert dag.tasks
+    for marker in EXAMPLES[dag_id]:
+        assert source.count(f"# [START {marker}]") == 1
+        assert source.count(f"# [END {marker}]") == 1
+        assert source.index(f"# [START {marker}]") < source.index(f"# [END {marker}]")
