@@ -43,6 +43,8 @@ from airflow_provider_octopods.models import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import aiohttp
 
 __all__ = ["OctopodsAsyncHook", "OctopodsHook", "SentSms", "SmsStatus"]
@@ -253,13 +255,25 @@ class OctopodsHook(HttpHook):
             ) from None
         return b"".join(chunks)
 
-    def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        """Send one API call with the retry and key-refresh rules described on the class."""
+    def _request(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        parse: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """
+        Send one API call with the retry and key-refresh rules described on the class.
+
+        ``parse`` turns the decoded body into the result inside the retry loop, so a malformed
+        answer (an :class:`OctopodsTransientError` from the model) is retried like any other.
+        """
         attempt = 0
         refreshed = False
         while True:
             try:
-                return self._request_once(method, path, payload)
+                body = self._request_once(method, path, payload)
+                return parse(body) if parse is not None else body
             except OctopodsAuthError:
                 old_key = self._key
                 if refreshed or self._load_connection()[1] == old_key:
@@ -283,7 +297,9 @@ class OctopodsHook(HttpHook):
             of digits).
         """
         number = validate_message_id(message_id)
-        return SmsStatus.from_api(self._request("GET", status_path(number)), expected_message_id=number)
+        return self._request(
+            "GET", status_path(number), parse=lambda body: SmsStatus.from_api(body, expected_message_id=number)
+        )
 
     def send_sms(
         self,
@@ -478,6 +494,10 @@ class OctopodsAsyncHook(BaseHook):
             except asyncio.TimeoutError:
                 raise OctopodsTransientError(
                     f"Octopods did not answer {method} {path} within {settings.timeout:g} s."
+                ) from None
+            except aiohttp.ClientPayloadError as err:  # the answer began, then the connection broke
+                raise OctopodsTransientError(
+                    f"The connection to Octopods broke while reading the answer ({type(err).__name__})."
                 ) from None
             except aiohttp.ClientError as err:
                 raise OctopodsTransientError(

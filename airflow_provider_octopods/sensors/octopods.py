@@ -13,6 +13,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_octopods._http import backoff_delay
 from airflow_provider_octopods.exceptions import (
     OctopodsDeliveryError,
     OctopodsError,
@@ -58,7 +59,10 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
     Fails without retries when a message ends ``failed`` or ``undelivered`` (the error holds the
     message id, the status and Octopods' ``failure_reason``), when Octopods rejects the key or the
     request, and when ``timeout`` passes (naming the last status seen). Transient trouble
-    (HTTP 429, 5xx, timeouts, unreadable answers) never fails the task: it polls again.
+    (HTTP 429, 5xx, timeouts, unreadable answers) never fails the task: it polls again, backing
+    off with jitter (honouring ``Retry-After``) up to ``max_poll_interval``. In poke mode each
+    poke makes one request per message and never sleeps, so the wait ends within one request
+    timeout of ``timeout``.
 
     In deferrable mode the wait runs in the triggerer
     (:class:`~airflow_provider_octopods.triggers.octopods.OctopodsSmsDeliveryTrigger`), which
@@ -76,7 +80,8 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
         grows by ``backoff_factor`` up to ``max_poll_interval``).
     :param timeout: seconds to wait for every message to reach a final status.
     :param initial_delay: deferrable mode: seconds before the first poll.
-    :param max_poll_interval: deferrable mode: the longest wait between polls.
+    :param max_poll_interval: deferrable mode: the longest wait between polls; both modes: the
+        longest backoff after transient trouble.
     :param backoff_factor: deferrable mode: growth of the interval after each poll.
     :param max_concurrency: requests in flight at once when waiting on many messages.
     """
@@ -114,6 +119,7 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
         self.max_concurrency = max_concurrency
         self._last_seen: dict[int, SmsStatus] = {}
         self._not_before = 0.0
+        self._failures = 0
         self._last_error: str | None = None
 
     def _ids(self) -> list[int]:
@@ -127,7 +133,9 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
 
         hook = getattr(self, "_cached_hook", None)
         if hook is None:
-            hook = self._cached_hook = OctopodsHook(self.octopods_conn_id)
+            # The poke loop is the retry loop: a hook retrying (and sleeping) inside one poke
+            # would hold the worker past the sensor's timeout.
+            hook = self._cached_hook = OctopodsHook(self.octopods_conn_id, max_retries=0)
         return hook
 
     def _result(self, statuses: list[SmsStatus]) -> Any:
@@ -170,7 +178,7 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
         """Ask for the status of every message not yet final; done when all are."""
         ids = self._ids()
         if time.monotonic() < self._not_before:
-            self.log.info("Octopods asked us to slow down; skipping this poke.")
+            self.log.info("Backing off after transient trouble; skipping this poke.")
             return PokeReturnValue(is_done=False)
         hook = self._hook()
         for message_id in ids:
@@ -181,11 +189,14 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
                 status = hook.get_sms_status(message_id)
             except OctopodsTransientError as err:
                 self._last_error = str(err)
-                if err.retry_after:
-                    self._not_before = time.monotonic() + err.retry_after
-                self.log.warning("%s Polling again in %s s.", err, self.poke_interval)
+                self._failures += 1
+                cap = max(float(self.max_poll_interval), float(self.poke_interval))
+                wait = backoff_delay(self._failures, err.retry_after, cap=cap)
+                self._not_before = time.monotonic() + wait
+                self.log.warning("%s Polling again in %.1f s.", err, max(wait, float(self.poke_interval)))
                 return PokeReturnValue(is_done=False)
             self._last_seen[message_id] = status
+            self._failures = 0
             self._last_error = None
             if not status.is_known:
                 self.log.warning(

@@ -472,7 +472,10 @@ class OctopodsSimulator:
         for i in range(len(data)):
             if self._stopping.is_set():
                 break
-            await response.write(data[i : i + 1])
+            try:
+                await response.write(data[i : i + 1])
+            except ConnectionResetError:  # the client gave up waiting: what a trickle is for
+                break
             await asyncio.sleep(step.interval)
         return response
 
