@@ -44,6 +44,9 @@ class OctopodsSmsNotifier(BaseNotifier):
     call renders a copy, so one notifier shared by many tasks (``default_args``) renders afresh for
     each of them.
 
+    .. seealso::
+        :ref:`howto/notifier:OctopodsSmsNotifier`
+
     :param destination_phone: the recipient in E.164 form, e.g. ``+15551234567`` (templated).
     :param body: the text (templated).
     :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>`.
