@@ -175,8 +175,9 @@ class OctopodsSendSmsOperator(BaseOperator):
         except OctopodsTransientError as err:
             if err.status_code in _NOT_PROCESSED_STATUSES:
                 raise
+            reason = str(err).replace("; will ask again", "")  # the send is not asked again
             raise OctopodsSendUnconfirmedError(
-                f"{err} The SMS may have been sent: it is not sent again, so that a retry cannot text "
+                f"{reason} The SMS may have been sent: it is not sent again, so that a retry cannot text "
                 "the recipient twice. Check in Octopods whether it went out before clearing this task."
             ) from None
 
