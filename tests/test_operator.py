@@ -12,12 +12,12 @@ import json
 import time
 
 import pytest
-from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
-from airflow_provider_octopods.exceptions import OctopodsAuthError
+from airflow_provider_octopods.exceptions import OctopodsAuthError, OctopodsTransientError
 from airflow_provider_octopods.models import SmsStatus
-from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
-from airflow_provider_octopods.testing import FAILURE_REASONS, Reply, Reset
+from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator, OctopodsSendUnconfirmedError
+from airflow_provider_octopods.testing import FAILURE_REASONS, Hang, Reply, Reset
 from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger
 from tests.conftest import ROOT, TEST_API_KEY, get_dag
 from tests.test_dag_runs import run_dag
@@ -218,9 +218,8 @@ def test_batch_send_all_delivered(octopods_conn, capfd, caplog):
 
 
 def _operator(**kwargs):
-    return OctopodsSendSmsOperator(
-        task_id="send_sms", destination_phone="+15551234567", body="hi", wait_for_delivery=True, **kwargs
-    )
+    kwargs.setdefault("wait_for_delivery", True)
+    return OctopodsSendSmsOperator(task_id="send_sms", destination_phone="+15551234567", body="hi", **kwargs)
 
 
 def test_deferrable_defers_on_the_message_it_sent_and_finishes_without_sending(octopods_conn):
@@ -292,3 +291,36 @@ def test_example_dags_parse_with_their_docs_markers(dag_id):
         assert source.count(f"# [START {marker}]") == 1
         assert source.count(f"# [END {marker}]") == 1
         assert source.index(f"# [START {marker}]") < source.index(f"# [END {marker}]")
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        (Reset(), "The connection to Octopods broke while reading the answer"),
+        (Hang(5), "Octopods did not answer POST /api/v1/sms/messages within 0.5 s."),
+        (Reply(201, {"request_id": "req-1"}), "malformed"),
+    ],
+    ids=["broken-connection", "no-answer", "unreadable-success"],
+)
+def test_send_with_unknown_outcome_is_final(fault, said, octopods_conn, monkeypatch):
+    conn = {**octopods_conn.connection_extra(), "extra": {"timeout": 0.5}}
+    monkeypatch.setenv("AIRFLOW_CONN_OCTOPODS_DEFAULT", json.dumps(conn))
+    octopods_conn.inject(fault)
+
+    with pytest.raises(OctopodsSendUnconfirmedError, match="The SMS may have been sent") as err:
+        _operator(wait_for_delivery=False).execute(context={})
+
+    assert said in str(err.value)
+    assert isinstance(err.value, AirflowFailException)  # Airflow does not retry it
+    assert posts(octopods_conn) == 1
+
+
+def test_rate_limited_send_raises_the_transient_error_for_the_task_retry(octopods_conn):
+    octopods_conn.inject(Reply(429, {"error": "Too many requests"}, {"Retry-After": "3"}))
+
+    with pytest.raises(OctopodsTransientError) as err:
+        _operator().execute(context={})
+
+    assert not isinstance(err.value, (OctopodsSendUnconfirmedError, AirflowFailException))
+    assert err.value.retry_after == 3.0
+    assert posts(octopods_conn) == 1
