@@ -26,6 +26,9 @@ DEFAULT_BACKOFF_FACTOR = 1.5
 DEFAULT_MAX_POLL_INTERVAL = 60.0
 #: Requests in flight at once for one trigger waiting on many messages.
 DEFAULT_MAX_CONCURRENCY = 10
+#: A poll that changes no status is logged at INFO only this often (seconds); else at DEBUG, so a
+#: triggerer running a thousand waits does not write a line per poll (``benchmarks/``).
+STILL_WAITING_LOG_INTERVAL = 600.0
 
 
 def _as_epoch(value: float | int | str | datetime | None) -> float | None:
@@ -46,7 +49,8 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
     honouring ``Retry-After``. The deadline ``end_time`` is absolute, so a trigger rebuilt after a
     triggerer restart keeps it; once it passes, the trigger fires a ``timeout`` event naming the
     last status seen. Many messages share one trigger, polled with at most ``max_concurrency``
-    requests in flight over one pooled HTTP session.
+    requests in flight over one pooled HTTP session. A poll that changes a status is logged at
+    INFO; one that changes nothing at DEBUG, with an INFO "still waiting" line every 10 minutes.
 
     The event's payload is JSON: ``status`` (``done``, ``timeout`` or ``error``), ``message_ids``,
     ``statuses`` (one ``SmsStatus.to_dict()`` or None per id, in input order), ``message`` and, for
@@ -145,6 +149,7 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
         delay = next(schedule)
         failures = 0
         last_error: str | None = None
+        said, said_at = "", 0.0
 
         async def poll(message_id: int) -> SmsStatus | OctopodsError:
             async with limit:
@@ -158,7 +163,10 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
                 if self.end_time is not None:
                     delay = min(delay, max(self.end_time - time.time(), 0.0))
                 await asyncio.sleep(delay)
-                results = await asyncio.gather(*(poll(i) for i in pending))
+                if len(pending) == 1:  # the common case, without a task per request
+                    results: list[SmsStatus | OctopodsError] = [await poll(pending[0])]
+                else:
+                    results = await asyncio.gather(*(poll(i) for i in pending))
                 retry_after: float | None = None
                 transient = False
                 for message_id, result in zip(pending, results, strict=False):
@@ -196,11 +204,14 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
                 else:
                     failures, last_error = 0, None
                     delay = next(schedule)
-                    self.log.info(
-                        "Waiting on %d SMS (%s); next poll in %.1f s.",
-                        len(pending),
-                        ", ".join(f"{i}: {last[i].status}" if i in last else str(i) for i in pending[:5]),
-                        delay,
+                    summary = ", ".join(
+                        f"{i}: {last[i].status}" if i in last else str(i) for i in pending[:5]
                     )
+                    if summary != said or time.monotonic() - said_at >= STILL_WAITING_LOG_INTERVAL:
+                        said, said_at = summary, time.monotonic()
+                        log = self.log.info
+                    else:
+                        log = self.log.debug
+                    log("Waiting on %d SMS (%s); next poll in %.1f s.", len(pending), summary, delay)
         finally:
             await hook.close()
