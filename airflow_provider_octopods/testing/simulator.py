@@ -22,7 +22,8 @@ take no injected fault (their TCP connections are counted, like any other):
   creates timeline-scripted messages (optional ``phone_number`` per message) and answers 201 with
   ``{"message_ids": [...], "created_at": <UNIX time the timelines start>}``.
 - ``GET /_simulator/stats`` answers ``{"connections_opened", "requests", "status_requests",
-  "messages"}`` (requests exclude the admin endpoints).
+  "messages", "cpu_seconds"}`` (requests exclude the admin endpoints; ``cpu_seconds`` is the CPU
+  time of the simulator's whole process, so a benchmark can price the server side of a poll).
 """
 
 from __future__ import annotations
@@ -373,6 +374,7 @@ class OctopodsSimulator:
                             1 for r in self.requests if r.method == "GET" and _STATUS_PATH.fullmatch(r.path)
                         ),
                         "messages": len(self.messages),
+                        "cpu_seconds": time.process_time(),
                     },
                 )
         if request.path == _ADMIN_MESSAGES and request.method == "POST":
