@@ -17,10 +17,12 @@ from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferr
 from airflow_provider_octopods.exceptions import OctopodsAuthError, OctopodsTransientError
 from airflow_provider_octopods.models import SmsStatus
 from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator, OctopodsSendUnconfirmedError
+from airflow_provider_octopods.sensors.octopods import OctopodsSmsDeliverySensor
 from airflow_provider_octopods.testing import FAILURE_REASONS, Hang, Reply, Reset
 from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger
 from tests.conftest import ROOT, TEST_API_KEY, get_dag
 from tests.test_dag_runs import run_dag
+from tests.test_trigger import first_event
 
 SEND = "/api/v1/sms/messages"
 MODES = ["worker", "deferrable"]
@@ -324,3 +326,53 @@ def test_rate_limited_send_raises_the_transient_error_for_the_task_retry(octopod
     assert not isinstance(err.value, (OctopodsSendUnconfirmedError, AirflowFailException))
     assert err.value.retry_after == 3.0
     assert posts(octopods_conn) == 1
+
+
+# -- waiting on many messages: OctopodsSmsDeliverySensor(message_ids=[...]) --------------------
+
+
+def test_sensor_defers_once_for_all_message_ids_in_input_order():
+    sensor = OctopodsSmsDeliverySensor(
+        task_id="wait_for_all", message_ids=["3", 1, " 2", 1], deferrable=True, max_concurrency=4, timeout=60
+    )
+
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context={})
+
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, OctopodsSmsDeliveryTrigger)
+    assert (trigger.message_id, trigger.ids) == (None, [3, 1, 2])  # one trigger, duplicates dropped
+    assert trigger.max_concurrency == 4
+
+
+def test_sensor_pokes_a_list_and_returns_statuses_in_input_order(octopods_conn):
+    slow = octopods_conn.add_message("queued", "delivered")
+    fast = octopods_conn.add_message("delivered")
+    sensor = OctopodsSmsDeliverySensor(task_id="wait_for_all", message_ids=[fast, slow], deferrable=False)
+
+    first, second = sensor.poke({}), sensor.poke({})
+
+    assert not first.is_done
+    assert second.is_done
+    assert [s["message_id"] for s in second.xcom_value] == [fast, slow]
+    assert octopods_conn.request_count(f"{SEND}/{fast}") == 1  # a final status is not asked again
+
+
+async def test_many_messages_are_polled_with_bounded_concurrency(octopods_conn):
+    ids = [octopods_conn.add_message(Hang(0.3), "delivered") for _ in range(6)]
+    trigger = OctopodsSmsDeliveryTrigger(
+        message_ids=ids,
+        end_time=time.time() + 20,
+        initial_delay=0,
+        poll_interval=0.05,
+        max_poll_interval=0.1,
+        max_concurrency=2,
+    )
+
+    event = await first_event(trigger)
+
+    assert event["status"] == "done"
+    assert [s["status"] for s in event["statuses"]] == ["delivered"] * 6
+    # Each first request hangs 0.3 s: with 2 in flight at most, they arrive two by two.
+    arrivals = sorted(r.at for r in octopods_conn.requests)[:6]
+    assert all(later - earlier >= 0.25 for earlier, later in zip(arrivals, arrivals[2:], strict=False))
