@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints/airflow-3.3.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test unit lint typecheck clean
+.PHONY: venv demo test unit lint typecheck docs dist clean
 
 venv: $(STAMP)
 
@@ -25,11 +25,21 @@ test: venv
 	$(MAKE) lint typecheck
 
 lint: venv
-	$(BIN)/ruff check airflow_provider_octopods tests example_dags scripts
-	$(BIN)/ruff format --check airflow_provider_octopods tests example_dags scripts
+	$(BIN)/ruff check airflow_provider_octopods tests example_dags scripts docs
+	$(BIN)/ruff format --check airflow_provider_octopods tests example_dags scripts docs
 
 typecheck: venv
 	$(BIN)/mypy
+
+## The documentation, into docs/_build/html; any Sphinx warning fails the build.
+docs: venv
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+## The release artefacts: an sdist and a wheel (built from the sdist) in dist/, checked by twine.
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
