@@ -42,4 +42,27 @@ dist: venv
 	$(BIN)/twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) .venv-airflow-* build dist *.egg-info
+
+## The version matrix: the unit and dag.test() suites (not tests/e2e, not benchmarks) on the lowest
+## and the newest supported Airflow, each in its own virtualenv (.venv-airflow-<version>) pinned by
+## constraints/airflow-<version>.txt. Both legs run even if one fails; the target fails if any did.
+MATRIX := 2.11 3.3
+MATRIX_PYTHON ?= python3.11
+MATRIX_PYTEST_ARGS ?= -q --ignore=tests/e2e --ignore=benchmarks
+
+.PHONY: test-matrix
+test-matrix: $(foreach v,$(MATRIX),.venv-airflow-$(v)/.installed)
+	@failed=""; for v in $(MATRIX); do \
+	  echo "== Airflow $$v leg: $$(.venv-airflow-$$v/bin/python -c 'from importlib.metadata import version as v; print("apache-airflow", v("apache-airflow"), "/ common-compat", v("apache-airflow-providers-common-compat"), "/ http", v("apache-airflow-providers-http"))')"; \
+	  .venv-airflow-$$v/bin/python -m pytest $(MATRIX_PYTEST_ARGS) || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-matrix FAILED on Airflow:$$failed"; exit 1; fi; \
+	echo "test-matrix passed on Airflow $(MATRIX)"
+
+.venv-airflow-%/.installed: pyproject.toml constraints/airflow-%.txt
+	@$(MATRIX_PYTHON) -c 'import sys; sys.exit(None if sys.version_info[:2] == (3, 11) else "make test-matrix needs Python 3.11, which the constraints files pin for: set MATRIX_PYTHON")'
+	test -x .venv-airflow-$*/bin/python || $(MATRIX_PYTHON) -m venv .venv-airflow-$*
+	.venv-airflow-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-airflow-$*/bin/python -m pip install --quiet -c constraints/airflow-$*.txt -e '.[dev]'
+	touch $@

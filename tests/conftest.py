@@ -114,6 +114,32 @@ def read_xcom(session: Any, dag_id: str, run_id: str, task_id: str, key: str = "
     return XComModel.deserialize_value(row) if row is not None else None
 
 
+class _NotFromAirflow(logging.Filter):
+    """Reject the records of Airflow's and the provider's loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.partition(".")[0] not in {"airflow", "airflow_provider_octopods"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _airflow_logs_reach_the_output_once(pytestconfig: pytest.Config) -> Iterator[None]:
+    """
+    On Airflow 2, show Airflow's and the provider's log records once, in stdout, as Airflow 3 does.
+
+    Airflow 3 prints them to stdout and they do not reach ``caplog``. Airflow 2's root handler
+    prints them to stdout too, but pytest's log capture would hold a second copy, so a test
+    counting a message in stdout + ``caplog`` would see it twice: keep them out of the capture.
+    """
+    plugin = pytestconfig.pluginmanager.get_plugin("logging-plugin")
+    handlers = [] if AIRFLOW_V_3_0_PLUS or plugin is None else [plugin.caplog_handler, plugin.report_handler]
+    only_others = _NotFromAirflow()
+    for handler in handlers:
+        handler.addFilter(only_others)
+    yield
+    for handler in handlers:
+        handler.removeFilter(only_others)
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Create the Airflow metadata database once per test session."""

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_octopods.testing import FAILURE_REASONS, Hang, Reply, Status
-from tests.conftest import AIRFLOW_HOME, TEST_API_KEY, get_dag, read_xcom
+from tests.conftest import AIRFLOW_HOME, AIRFLOW_V_3_0_PLUS, TEST_API_KEY, get_dag, read_xcom
 
 MODES = ["poke", "deferrable"]
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -39,14 +39,18 @@ def run_dag(
     """
     from airflow.utils.session import create_session
 
-    # Airflow 2's dag.test() adds a handler on this test's (captured) sys.stdout to the task
-    # logger, once per process: a later test would log to a closed stream. Remove it afterwards.
+    # Airflow 2's dag.test() prints task logs through a handler it adds to the task logger, on this
+    # test's (captured) sys.stdout, once per process: a later test would log to a closed stream, so
+    # it is removed afterwards. Meanwhile task logs do not propagate: they reach stdout once, through
+    # that handler (as on Airflow 3), not a second time through the root logger's.
     task_logger = logging.getLogger("airflow.task")
-    handlers = task_logger.handlers[:]
+    handlers, propagate = task_logger.handlers[:], task_logger.propagate
+    task_logger.propagate = AIRFLOW_V_3_0_PLUS
     try:
         dag_run = get_dag(dag_id).test(run_conf=conf)
     finally:
         task_logger.handlers[:] = handlers
+        task_logger.propagate = propagate
     results = {}
     with create_session() as session:
         for ti in dag_run.get_task_instances(session=session):
