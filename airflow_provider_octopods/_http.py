@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import random
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -79,6 +81,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+_HOST_LABELS = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
+
+
+def _is_hostname(host: str) -> bool:
+    """Whether ``host`` is an IP address or a DNS name (IDNA allowed): no spaces or stray characters."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return _HOST_LABELS.fullmatch(ascii_host.lower()) is not None
+
+
 def _truthy(value: Any) -> bool:
     return value is True or str(value).strip().lower() in {"1", "true", "yes", "on"}
 
@@ -95,19 +114,29 @@ def api_settings(conn: Any) -> ApiSettings:
     """
     conn_id = getattr(conn, "conn_id", None) or "octopods"
     extra = conn.extra_dejson if getattr(conn, "extra", None) else {}
-    host = (conn.host or "").strip().rstrip("/") or DEFAULT_HOST
+    if not isinstance(extra, dict):
+        raise OctopodsInputError(
+            f"extra of connection '{conn_id}'", 'give a JSON object, e.g. {"timeout": 30}, or leave it empty.'
+        )
+    host = str(conn.host or "").strip().rstrip("/") or DEFAULT_HOST
     if "://" not in host:
         host = f"https://{host}"
-    parts = urlsplit(host)
+    not_a_url = OctopodsInputError(
+        f"host of connection '{conn_id}'",
+        f"{host!r:.80} is not an http(s) URL; use https://app.octopods.io or leave it empty.",
+    )
     try:
-        port = conn.port or parts.port
-    except ValueError:
-        port = None
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        parts = urlsplit(host)
+        host_port = parts.port
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number from 0 to 65535
+        raise not_a_url from None
+    port = conn.port or host_port
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
         raise OctopodsInputError(
-            f"host of connection '{conn_id}'",
-            f"{host!r} is not an http(s) URL; use https://app.octopods.io or leave it empty.",
+            f"port of connection '{conn_id}'", f"{port!r:.20} is not a port; give a number from 1 to 65535."
         )
+    if parts.scheme not in {"http", "https"} or not parts.hostname or not _is_hostname(parts.hostname):
+        raise not_a_url
     if parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username or parts.password:
         raise OctopodsInputError(
             f"host of connection '{conn_id}'",
@@ -125,14 +154,19 @@ def api_settings(conn: Any) -> ApiSettings:
         )
     netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     base_url = f"{parts.scheme}://{netloc}" + (f":{port}" if port else "")
+    raw_timeout = extra.get("timeout")
     try:
-        timeout = float(extra.get("timeout") or DEFAULT_TIMEOUT)
-    except (TypeError, ValueError):
+        if isinstance(raw_timeout, bool):
+            raise TypeError(raw_timeout)
+        timeout = DEFAULT_TIMEOUT if raw_timeout in (None, "") else float(raw_timeout)
+    except (TypeError, ValueError, OverflowError):
         raise OctopodsInputError(
             f"extra 'timeout' of connection '{conn_id}'", "give a number of seconds, e.g. 30."
         ) from None
-    if timeout <= 0:
-        raise OctopodsInputError(f"extra 'timeout' of connection '{conn_id}'", "must be above 0 seconds.")
+    if not 0 < timeout < math.inf:  # also refuses NaN
+        raise OctopodsInputError(
+            f"extra 'timeout' of connection '{conn_id}'", "must be a finite number of seconds above 0."
+        )
     verify_extra = extra.get("verify", True)
     verify: bool | str = (
         verify_extra
@@ -226,7 +260,8 @@ def backoff_delay(attempt: int, retry_after: float | None = None, cap: float = B
     :param retry_after: seconds from the server's ``Retry-After``, if any.
     :param cap: the longest wait.
     """
-    exp = min(cap, BACKOFF_BASE * (2 ** max(attempt - 1, 0)))
+    # The exponent stops growing long after the cap is reached: 2 ** 1024 is too large for a float.
+    exp = min(cap, BACKOFF_BASE * (2 ** min(max(attempt - 1, 0), 64)))
     delay = exp / 2 + random.uniform(0, exp / 2)
     if retry_after is not None:
         delay = max(delay, min(retry_after, BACKOFF_CAP))

@@ -34,6 +34,8 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({DELIVERED, FAILED, UNDELIVERED})
 FAILED_STATUSES: frozenset[str] = frozenset({FAILED, UNDELIVERED})
 
 MAX_BODY_LENGTH = 1600
+#: The largest message id accepted (a signed 64-bit integer), so an id always fits in a path.
+MAX_MESSAGE_ID = 2**63 - 1
 _DIGITS = re.compile(r"[0-9]+")
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 
@@ -55,14 +57,18 @@ def validate_message_id(value: Any, field: str = "message_id") -> int:
         number = value
     elif isinstance(value, str):
         text = value.strip()
+        shown = repr(value) if len(value) <= 40 else repr(value[:40] + "...")
         if not _DIGITS.fullmatch(text):
-            shown = repr(value) if len(value) <= 40 else repr(value[:40] + "...")
             raise OctopodsInputError(field, f"{shown} is not a string of digits; {hint}.")
+        if len(text.lstrip("0")) > len(str(MAX_MESSAGE_ID)):  # before int(): Python refuses > 4300 digits
+            raise OctopodsInputError(field, f"{shown} has more digits than any message id; {hint}.")
         number = int(text)
     else:
         raise OctopodsInputError(field, f"got {type(value).__name__} {value!r:.40}; {hint}.")
-    if number <= 0:
-        raise OctopodsInputError(field, f"{number} is not a positive integer; {hint}.")
+    if not 0 < number <= MAX_MESSAGE_ID:
+        what = str(number) if number.bit_length() <= 64 else "a number of more than 19 digits"
+        problem = "is not a positive integer" if number <= 0 else "is larger than any message id"
+        raise OctopodsInputError(field, f"{what} {problem}; {hint}.")
     return number
 
 
