@@ -25,8 +25,8 @@ test: venv
 	$(MAKE) lint typecheck
 
 lint: venv
-	$(BIN)/ruff check airflow_provider_octopods tests example_dags scripts docs
-	$(BIN)/ruff format --check airflow_provider_octopods tests example_dags scripts docs
+	$(BIN)/ruff check airflow_provider_octopods tests example_dags scripts docs benchmarks
+	$(BIN)/ruff format --check airflow_provider_octopods tests example_dags scripts docs benchmarks
 
 typecheck: venv
 	$(BIN)/mypy
@@ -66,3 +66,13 @@ test-matrix: $(foreach v,$(MATRIX),.venv-airflow-$(v)/.installed)
 	.venv-airflow-$*/bin/python -m pip install --quiet --upgrade pip
 	.venv-airflow-$*/bin/python -m pip install --quiet -c constraints/airflow-$*.txt -e '.[dev]'
 	touch $@
+
+## The benchmarks (benchmarks/README.md; results in benchmarks/RESULTS.md): a few minutes of
+## heavy load on both cores, so not part of `make test` (tests/test_benchmarks_smoke.py runs them
+## at toy size). Run them on a quiet machine.
+.PHONY: bench
+bench: venv
+	$(BIN)/python -m benchmarks.triggerer_scale
+	$(BIN)/python -m benchmarks.batch_wait
+	$(BIN)/python -m benchmarks.poll_schedule --verify
+	$(BIN)/python -m benchmarks.parse_cost

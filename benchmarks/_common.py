@@ -1,0 +1,279 @@
+"""
+Shared pieces of the benchmarks: the simulator in its own process and its admin API, the
+Airflow connections that point at it, running one measured phase, statistics and the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The simulator's key in benchmarks (a made-up one: the simulator is the only server).
+BENCH_KEY = "bench-channel-key-5e1d0c2b9a47"
+OCTOPODS_CONN_ID = "octopods_bench"
+HTTP_CONN_ID = "http_bench"
+
+
+def connection_env(url: str, key: str = BENCH_KEY) -> dict[str, str]:
+    """
+    Return the environment that defines both benchmark connections to the simulator at ``url``.
+
+    ``octopods_bench`` is an Octopods connection; ``http_bench`` is the ``http`` connection a user
+    of ``HttpSensor`` would write: the simulator as host, the key as the ``X-Octopods-Auth``
+    header in the extras.
+
+    :param url: the simulator's base URL.
+    :param key: the Channel API key.
+    """
+    octopods = {"conn_type": "octopods", "host": url, "password": key}
+    http = {"conn_type": "http", "host": url, "extra": {"X-Octopods-Auth": key}}
+    return {
+        f"AIRFLOW_CONN_{OCTOPODS_CONN_ID.upper()}": json.dumps(octopods),
+        f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(http),
+    }
+
+
+def timeline(delivered_after: float) -> list[list[Any]]:
+    """Return the simulator timeline of a message delivered after ``delivered_after`` seconds."""
+    if delivered_after <= 0:
+        return [[0.0, "delivered"]]
+    return [[0.0, "queued"], [min(1.0, delivered_after / 2), "sent"], [delivered_after, "delivered"]]
+
+
+def workload(n: int, seed: int, min_delivery: float, max_delivery: float, spread: float) -> dict[str, Any]:
+    """
+    Return the seeded random delivery times and start offsets of ``n`` waits.
+
+    Both sides of a comparison get the same numbers, so they wait on the same deliveries.
+
+    :param n: how many messages.
+    :param seed: the random seed.
+    :param min_delivery: the earliest delivery, in seconds after the messages are created.
+    :param max_delivery: the latest delivery.
+    :param spread: start offsets are uniform in ``[0, spread)`` seconds.
+    """
+    rng = random.Random(seed)
+    delays = [rng.uniform(min_delivery, max_delivery) for _ in range(n)]
+    offsets = [rng.uniform(0.0, spread) if spread > 0 else 0.0 for _ in range(n)]
+    return {"delays": delays, "offsets": offsets}
+
+
+class AdminClient:
+    """
+    The simulator's ``/_simulator/`` endpoints, over plain ``urllib``.
+
+    Every call opens one TCP connection (``urllib`` sends ``Connection: close``), which the
+    simulator counts like any other: :meth:`stats` names its own, so callers subtract it.
+
+    :param url: the simulator's base URL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    def create_messages(self, delays: list[float]) -> tuple[list[int], float]:
+        """Create one message per delivery time; return their ids and the UNIX time they start."""
+        answer = self._call(
+            "POST", "/_simulator/messages", {"messages": [{"timeline": timeline(d)} for d in delays]}
+        )
+        return [int(i) for i in answer["message_ids"]], float(answer["created_at"])
+
+    def stats(self) -> dict[str, Any]:
+        """Return the simulator's counters (the connection of this very call included)."""
+        return dict(self._call("GET", "/_simulator/stats"))
+
+
+class SimulatorProcess:
+    """
+    ``octopods-simulator`` in a child process, so its CPU is not counted against the client.
+
+    :param key: the valid Channel API key.
+    """
+
+    def __init__(self, key: str = BENCH_KEY) -> None:
+        self.key = key
+        self.url = ""
+        self._proc: subprocess.Popen[str] | None = None
+        self._log: IO[str] | None = None
+
+    def __enter__(self) -> SimulatorProcess:
+        self._log = tempfile.TemporaryFile("w+")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "airflow_provider_octopods.testing", "--port", "0", "--key", self.key],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        first = self._proc.stdout.readline().strip()
+        if not first.startswith("Octopods simulator listening on "):
+            self.__exit__()
+            raise RuntimeError(f"The simulator did not start: {first or 'no output'}")
+        self.url = first.rsplit(" ", 1)[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+            if self._proc.stdout is not None:
+                self._proc.stdout.close()
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    @property
+    def admin(self) -> AdminClient:
+        """The simulator's admin endpoints."""
+        return AdminClient(self.url)
+
+
+def run_phase(
+    spec: dict[str, Any], url: str, *, in_process: bool = False, timeout: float = 900
+) -> dict[str, Any]:
+    """
+    Run one measured phase (see :mod:`benchmarks._phase`) and return its result.
+
+    By default in a fresh Python process, so memory, CPU and imports of one side never mix with
+    the other's; ``in_process`` runs it here instead (the smoke tests do, to stay fast).
+
+    :param spec: the phase's description.
+    :param url: the simulator's base URL.
+    :param in_process: run in this process.
+    :param timeout: seconds the child may take.
+    """
+    if in_process:
+        from benchmarks import _phase
+
+        env = connection_env(url)
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        try:
+            return _phase.run(dict(spec, url=url))
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+    home = tempfile.mkdtemp(prefix="octopods-bench-home-")
+    env = {
+        **os.environ,
+        **connection_env(url),
+        "AIRFLOW_HOME": home,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    with tempfile.TemporaryFile("w+") as log:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks._phase"],
+            input=json.dumps(dict(spec, url=url)),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            log.seek(0)
+            tail = log.read()[-3000:]
+            raise RuntimeError(f"The {spec['side']} phase failed (exit {done.returncode}):\n{tail}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Return the nearest-rank ``q`` percentile (0-100) of ``values`` (0 for none)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def ratio(worse: float, better: float) -> float:
+    """Return ``worse / better``, or infinity when ``better`` is 0 and ``worse`` is not."""
+    if better <= 0:
+        return float("inf") if worse > 0 else 1.0
+    return worse / better
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the numbers were measured on."""
+
+    nproc: int
+    cpu: str
+    python: str
+    airflow: str
+    http_provider: str
+    aiohttp: str
+    load: str
+
+    @classmethod
+    def here(cls) -> Machine:
+        """Describe this machine."""
+        try:
+            load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        except OSError:
+            load = "unknown"
+        return cls(
+            nproc=os.cpu_count() or 0,
+            cpu=_cpu_model(),
+            python=platform.python_version(),
+            airflow=_version("apache-airflow"),
+            http_provider=_version("apache-airflow-providers-http"),
+            aiohttp=_version("aiohttp"),
+            load=load,
+        )
+
+    def describe(self) -> str:
+        """One line for the report."""
+        return (
+            f"machine: {self.nproc} CPUs ({self.cpu}), Python {self.python}, Airflow {self.airflow}, "
+            f"http provider {self.http_provider}, aiohttp {self.aiohttp}, load average {self.load}"
+        )
