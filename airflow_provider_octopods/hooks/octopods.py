@@ -173,7 +173,9 @@ class OctopodsHook(HttpHook):
             settings = self._settings or self._load_connection()[0]
             session = requests.Session()
             session.verify = settings.verify
-            session.max_redirects = 0
+            # Redirects are never followed by requests (allow_redirects=False on every request)
+            # but by the hook, through redirect_target. Do not set max_redirects to 0: requests
+            # then raises TooManyRedirects on any redirect answer, even one it does not follow.
             if self.keep_alive_adapter is not None:
                 session.mount("https://", self.keep_alive_adapter)
                 session.mount("http://", self.keep_alive_adapter)
@@ -205,6 +207,8 @@ class OctopodsHook(HttpHook):
                     timeout=(CONNECT_TIMEOUT, settings.timeout),
                     allow_redirects=False,
                     stream=True,
+                    # Per request: REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE would override session.verify.
+                    verify=settings.verify,
                 )
             except requests.Timeout:
                 raise OctopodsTransientError(
@@ -224,7 +228,12 @@ class OctopodsHook(HttpHook):
 
     @staticmethod
     def _read_body(response: requests.Response, deadline: float) -> bytes:
-        """Read at most ``MAX_RESPONSE_BYTES`` before ``deadline``, so a trickling server cannot hold us."""
+        """
+        Read at most ``MAX_RESPONSE_BYTES`` before ``deadline``, so a trickling server cannot hold us.
+
+        The body is decoded (gzip, deflate) as it is read, as ``requests`` itself would: the
+        bound applies to the decoded bytes, like in the async hook.
+        """
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
             raise _too_large(int(declared))
@@ -233,7 +242,9 @@ class OctopodsHook(HttpHook):
         try:
             while True:
                 chunk = (
-                    response.raw.read1(8192) if hasattr(response.raw, "read1") else response.raw.read(8192)
+                    response.raw.read1(8192, decode_content=True)
+                    if hasattr(response.raw, "read1")
+                    else response.raw.read(8192, decode_content=True)
                 )
                 if not chunk:
                     break
@@ -298,7 +309,9 @@ class OctopodsHook(HttpHook):
         """
         number = validate_message_id(message_id)
         return self._request(
-            "GET", status_path(number), parse=lambda body: SmsStatus.from_api(body, expected_message_id=number)
+            "GET",
+            status_path(number),
+            parse=lambda body: SmsStatus.from_api(body, expected_message_id=number),
         )
 
     def send_sms(
