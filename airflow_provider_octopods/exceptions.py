@@ -34,9 +34,11 @@ class OctopodsError(AirflowException):
         return {"type": type(self).__name__, "message": str(self)}
 
 
-class OctopodsInputError(OctopodsError, ValueError):
+class OctopodsInputError(OctopodsError, AirflowFailException, ValueError):
     """
     A value given to the provider is invalid; raised before any request is made.
+
+    The task fails without retries: the same value would fail the same way.
 
     :param field: the name of the offending argument, e.g. ``message_id``.
     :param message: what is wrong and how to fix it.
@@ -116,6 +118,15 @@ class OctopodsDeliveryError(OctopodsError, AirflowFailException):
     """An SMS reached a terminal status other than ``delivered`` (``failed`` or ``undelivered``)."""
 
 
+class OctopodsSendUnconfirmedError(OctopodsError, AirflowFailException):
+    """
+    A send failed in a way that leaves unknown whether Octopods accepted the SMS.
+
+    Raised for a 5xx answer, a broken connection, a timeout or an unreadable success answer. The
+    task fails without retries, because a retry could send the SMS a second time.
+    """
+
+
 class OctopodsTimeoutError(OctopodsError, AirflowSensorTimeout):
     """The wait for delivery passed its deadline; the message names the last status seen."""
 
@@ -130,6 +141,7 @@ _ERROR_TYPES: dict[str, type[OctopodsError]] = {
         OctopodsTransientError,
         OctopodsDeliveryError,
         OctopodsTimeoutError,
+        OctopodsSendUnconfirmedError,
     )
 }
 

@@ -14,9 +14,13 @@ import time
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
-from airflow_provider_octopods.exceptions import OctopodsAuthError, OctopodsTransientError
+from airflow_provider_octopods.exceptions import (
+    OctopodsAuthError,
+    OctopodsSendUnconfirmedError,
+    OctopodsTransientError,
+)
 from airflow_provider_octopods.models import SmsStatus
-from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator, OctopodsSendUnconfirmedError
+from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
 from airflow_provider_octopods.sensors.octopods import OctopodsSmsDeliverySensor
 from airflow_provider_octopods.testing import FAILURE_REASONS, Hang, Reply, Reset
 from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger

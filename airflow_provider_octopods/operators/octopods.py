@@ -7,10 +7,13 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_octopods._http import backoff_delay
-from airflow_provider_octopods.exceptions import OctopodsError, OctopodsTransientError
+from airflow_provider_octopods.exceptions import (
+    OctopodsSendUnconfirmedError,
+    OctopodsTransientError,
+)
 from airflow_provider_octopods.sensors.octopods import (
     _DEFER_TIMEOUT_GRACE,
     DEFAULT_TIMEOUT,
@@ -33,20 +36,11 @@ if TYPE_CHECKING:
     from airflow_provider_octopods.hooks.octopods import OctopodsHook
     from airflow_provider_octopods.models import SentSms, SmsStatus
 
-__all__ = ["OctopodsSendSmsOperator", "OctopodsSendUnconfirmedError"]
+__all__ = ["OctopodsSendSmsOperator"]
 
 #: HTTP statuses with which a server refuses a request before acting on it: a send that got one
 #: was certainly not sent, so a task retry cannot send the SMS twice.
 _NOT_PROCESSED_STATUSES = frozenset({408, 425, 429})
-
-
-class OctopodsSendUnconfirmedError(OctopodsError, AirflowFailException):
-    """
-    A send failed in a way that leaves unknown whether Octopods accepted the SMS.
-
-    Raised for a 5xx answer, a broken connection, a timeout or an unreadable success answer. The
-    task fails without retries, because a retry could send the SMS a second time.
-    """
 
 
 class OctopodsSendSmsOperator(BaseOperator):
