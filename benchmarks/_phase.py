@@ -19,7 +19,9 @@ one asyncio task per trigger, one event loop). Each wait starts after its offset
 spread over time as in a triggerer that picked its triggers up over a while, and the trigger is
 built at that moment, like a triggerer building the triggers it is handed. A ticker task wakes
 every ``tick`` seconds and records how late it woke (the event loop's lag) and, every tenth
-tick, the process's resident memory.
+tick, the process's resident memory. Before the waits, the harness runs alone for
+``calibrate`` seconds to measure its own CPU rate (ticker and idle loop), reported so that
+results can be given net of it.
 """
 
 from __future__ import annotations
@@ -171,6 +173,20 @@ class _Ticker:
         self._stop = True
 
 
+async def _idle_cpu_rate(tick: float, seconds: float) -> float:
+    """Return the CPU seconds per second the harness spends with no trigger (the ticker, the loop)."""
+    if seconds <= 0:
+        return 0.0
+    ticker = _Ticker(tick)
+    ticking = asyncio.create_task(ticker.run())
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(seconds)
+    rate = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    ticker.stop()
+    await ticking
+    return rate
+
+
 async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     side, n, interval = spec["side"], int(spec["n"]), float(spec["poll_interval"])
     load = workload(n, spec["seed"], spec["min_delivery"], spec["max_delivery"], spec["spread"])
@@ -184,6 +200,7 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"The {side} warm-up wait did not succeed.")
     gc.collect()
     await asyncio.sleep(0.2)
+    idle = await _idle_cpu_rate(float(spec.get("tick", 0.01)), float(spec.get("calibrate", 2.0)))
 
     ids, created_at = admin.create_messages(delays)
     before = admin.stats()
@@ -227,6 +244,8 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         "client_sys_s": usage1.ru_stime - usage0.ru_stime,
         "server_cpu_s": after["cpu_seconds"] - before["cpu_seconds"],
         "wall_s": wall,
+        "idle_cpu_per_s": idle,
+        "client_cpu_net_s": max(cpu - idle * wall, 0.0),
         "baseline_rss_bytes": baseline_rss,
         "peak_rss_bytes": ticker.peak_rss,
         "rss_growth_bytes": rss_growth,
@@ -248,7 +267,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     Run the phase described by ``spec`` in a new event loop and return its measurements.
 
     :param spec: ``side``, ``n``, ``poll_interval``, ``seed``, ``min_delivery``, ``max_delivery``,
-        ``spread``, ``timeout``, ``url`` and optionally ``tick``.
+        ``spread``, ``timeout``, ``url`` and optionally ``tick`` and ``calibrate`` (seconds of
+        harness-only run to measure the harness's own CPU rate, 0 to skip).
     """
     return asyncio.run(_measure(spec))
 

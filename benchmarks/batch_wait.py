@@ -35,6 +35,7 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         "requests_per_message": result["polls"] / n,
         "connections": result["connections"],
         "cpu_s": result["client_cpu_s"],
+        "net_cpu_s": result["client_cpu_net_s"],
         "cpu_per_message_us": result["client_cpu_s"] / n * 1e6,
         "cpu_per_request_us": result["client_cpu_s"] / requests * 1e6,
         "rss_growth_kb": result["rss_growth_bytes"] / 1024,
@@ -62,6 +63,7 @@ def table(n: int, figs: dict[str, dict[str, Any]], workload: str) -> str:
         ("requests per message", "requests_per_message", "{:.2f}"),
         ("TCP connections opened", "connections", "{:.0f}"),
         ("client CPU total (s)", "cpu_s", "{:.2f}"),
+        ("  net of the harness (s)", "net_cpu_s", "{:.2f}"),
         ("client CPU per message (µs)", "cpu_per_message_us", "{:.0f}"),
         ("client CPU per request (µs)", "cpu_per_request_us", "{:.0f}"),
         ("peak RSS growth (KB)", "rss_growth_kb", "{:.0f}"),
@@ -107,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-delivery", type=float, default=2.0, help="earliest delivery (s)")
     parser.add_argument("--max-delivery", type=float, default=20.0, help="latest delivery (s)")
     parser.add_argument("--seed", type=int, default=6, help="random seed of deliveries and starts")
+    parser.add_argument(
+        "--calibrate", type=float, default=2.0, help="seconds measuring the harness's own CPU per phase"
+    )
     parser.add_argument("--in-process", action="store_true", help="run phases here (smoke tests)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a phase may take")
     parser.add_argument("--json", help="also write every measurement to this JSON file")
@@ -127,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_delivery": args.max_delivery,
         "spread": args.poll_interval,
         "timeout": args.timeout,
+        "calibrate": args.calibrate,
     }
     raw: dict[str, Any] = {}
     with SimulatorProcess() as sim:
@@ -135,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     figs = {side: figures(raw[side]) for side in SIDES}
     print()
     print(table(args.n, figs, workload))
+    print(f"\n(load average at the end: {Machine.here().load})")
     if args.json:
         with open(args.json, "w") as out:
             json.dump(
