@@ -259,7 +259,7 @@ def test_worker_wait_polls_through_transient_errors(octopods_conn):
         message_id, poll_interval=0.01, end_time=time.time() + 10, initial_delay=0, max_poll_interval=0.05
     )
 
-    event = operator._poll_in_process(trigger)
+    event = operator._wait_in_process(trigger)
 
     assert event["status"] == "done"
     assert event["statuses"][0]["status"] == "delivered"
@@ -271,8 +271,11 @@ def test_worker_wait_stops_at_once_on_a_revoked_key(octopods_conn):
     octopods_conn.revoke_key()
     trigger = OctopodsSmsDeliveryTrigger(message_id, end_time=time.time() + 10, initial_delay=0)
 
+    event = _operator()._wait_in_process(trigger)
+
+    assert event is not None and event["status"] == "error"
     with pytest.raises(OctopodsAuthError, match="rotated or revoked"):
-        _operator()._poll_in_process(trigger)
+        _operator().execute_complete({}, event)
     assert octopods_conn.request_count() == 1
 
 

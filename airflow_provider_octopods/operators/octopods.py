@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_octopods._http import backoff_delay
 from airflow_provider_octopods.exceptions import (
     OctopodsSendUnconfirmedError,
     OctopodsTransientError,
@@ -29,12 +29,13 @@ from airflow_provider_octopods.triggers.octopods import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncGenerator, Sequence
 
     from airflow.providers.common.compat.sdk import Context
+    from airflow.triggers.base import TriggerEvent
 
     from airflow_provider_octopods.hooks.octopods import OctopodsHook
-    from airflow_provider_octopods.models import SentSms, SmsStatus
+    from airflow_provider_octopods.models import SentSms
 
 __all__ = ["OctopodsSendSmsOperator"]
 
@@ -152,7 +153,7 @@ class OctopodsSendSmsOperator(BaseOperator):
                     kwargs={"sent": sent.to_dict()},
                     timeout=timedelta(seconds=self.timeout + _DEFER_TIMEOUT_GRACE),
                 )
-            return self.execute_complete(context, self._poll_in_process(trigger), sent=sent.to_dict())
+            return self.execute_complete(context, self._wait_in_process(trigger), sent=sent.to_dict())
         finally:
             self.hook.close()
 
@@ -175,50 +176,25 @@ class OctopodsSendSmsOperator(BaseOperator):
                 "the recipient twice. Check in Octopods whether it went out before clearing this task."
             ) from None
 
-    def _poll_in_process(self, trigger: OctopodsSmsDeliveryTrigger) -> dict[str, Any]:
+    @staticmethod
+    def _wait_in_process(trigger: OctopodsSmsDeliveryTrigger) -> dict[str, Any] | None:
         """
-        Poll in this process on the trigger's schedule; return the event the trigger would fire.
+        Run the trigger's own loop in this worker and return its event (non-deferrable wait).
 
-        Transient trouble backs off as in the trigger; permanent errors (a rejected key) raise.
+        The same schedule, backoff, deadline and error rules as in the triggerer, from the same
+        code: only the process differs.
         """
-        (message_id,) = trigger.ids
-        schedule = trigger.poll_delays()
-        delay = next(schedule)
-        last: dict[int, SmsStatus] = {}
-        warned: set[str] = set()
-        failures = 0
-        last_error: str | None = None
-        end_time = trigger.end_time or float("inf")
-        while True:
-            time.sleep(max(min(delay, end_time - time.time()), 0.0))
+
+        async def first_event() -> dict[str, Any] | None:
+            events = cast("AsyncGenerator[TriggerEvent, None]", trigger.run())
             try:
-                status = self.hook.get_sms_status(message_id)
-            except OctopodsTransientError as err:
-                failures, last_error = failures + 1, str(err)
-                delay = backoff_delay(failures, err.retry_after, cap=trigger.max_poll_interval)
-                self.log.warning("%s Next poll in %.1f s.", err, delay)
-            else:
-                last[message_id] = status
-                failures, last_error = 0, None
-                if not status.is_known and status.status not in warned:
-                    warned.add(status.status)
-                    self.log.warning(
-                        "SMS %s has status %r, unknown to this provider; treating it as not final.",
-                        message_id,
-                        status.status,
-                    )
-                if status.is_terminal:
-                    return {"status": "done", "message_ids": [message_id], "statuses": [status.to_dict()]}
-                delay = next(schedule)
-                self.log.info("%s; next poll in %.1f s.", status.describe(), delay)
-            if time.time() >= end_time:
-                return {
-                    "status": "timeout",
-                    "message_ids": [message_id],
-                    "statuses": [last[message_id].to_dict() if last else None],
-                    "pending": [message_id],
-                    "last_error": last_error,
-                }
+                async for event in events:
+                    return event.payload
+                return None
+            finally:
+                await events.aclose()
+
+        return asyncio.run(first_event())
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, sent: dict[str, Any] | None = None
