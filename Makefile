@@ -31,6 +31,21 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+## The end-to-end suite (tests/e2e/README.md): a real Airflow 3 deployment on PostgreSQL (API
+## server, scheduler, DAG processor, triggerer) and the connection form in headless Chromium.
+## Installs Debian's postgresql and chromium (needs root or sudo) and the `e2e` extra first.
+E2E_STAMP := $(VENV)/.installed-e2e
+E2E_PYTEST_ARGS ?= -q -ra --durations=5
+
+.PHONY: e2e
+e2e: $(E2E_STAMP)
+	bash scripts/e2e-setup.sh
+	$(BIN)/python -m pytest tests/e2e $(E2E_PYTEST_ARGS)
+
+$(E2E_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,e2e]'
+	touch $@
+
 ## The documentation, into docs/_build/html; any Sphinx warning fails the build.
 docs: venv
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
