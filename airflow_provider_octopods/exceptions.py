@@ -104,14 +104,19 @@ class OctopodsTransientError(OctopodsApiError):
     Trouble that may pass: HTTP 429 or 5xx, an unreadable body, a connection error or a timeout.
 
     :param retry_after: seconds the server asked us to wait (``Retry-After``), if it said.
+    :param request_sent: False when no connection could be opened, so the request certainly
+        never reached Octopods (a send may then be repeated safely).
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, request_sent: bool = True, **kwargs: Any
+    ) -> None:
         self.retry_after = retry_after
+        self.request_sent = request_sent
         super().__init__(message, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "retry_after": self.retry_after}
+        return {**super().to_dict(), "retry_after": self.retry_after, "request_sent": self.request_sent}
 
 
 class OctopodsDeliveryError(OctopodsError, AirflowFailException):
@@ -172,5 +177,6 @@ def error_from_dict(data: dict[str, Any]) -> OctopodsError:
         api_err.request_id = data.get("request_id")
         if isinstance(api_err, OctopodsTransientError):
             api_err.retry_after = data.get("retry_after")
+            api_err.request_sent = bool(data.get("request_sent", True))
         return api_err
     return cls(message)

@@ -189,3 +189,33 @@ async def test_async_hook_refused_connection_is_transient(monkeypatch):
         ) as err:
             await hook.get_sms_status(1)
     assert TEST_API_KEY not in str(err.value)
+
+
+def test_a_send_that_could_not_connect_says_nothing_was_sent(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTOPODS_DEFAULT",
+        json.dumps({"conn_type": "octopods", "host": "http://127.0.0.1:9", "password": TEST_API_KEY}),
+    )
+    with pytest.raises(OctopodsTransientError, match="so nothing was sent") as err:
+        OctopodsHook().send_sms("+15551234567", "hi")
+    assert err.value.request_sent is False
+
+
+async def test_async_send_that_could_not_connect_says_nothing_was_sent(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTOPODS_DEFAULT",
+        json.dumps({"conn_type": "octopods", "host": "http://127.0.0.1:9", "password": TEST_API_KEY}),
+    )
+    async with OctopodsAsyncHook() as hook:
+        with pytest.raises(OctopodsTransientError, match="so nothing was sent") as err:
+            await hook.send_sms("+15551234567", "hi")
+    assert err.value.request_sent is False
+
+
+def test_a_send_cut_off_after_the_request_left_is_not_marked_unsent(octopods_conn):
+    from airflow_provider_octopods.testing import Reset
+
+    octopods_conn.inject(Reset())
+    with pytest.raises(OctopodsTransientError) as err:
+        OctopodsHook().send_sms("+15551234567", "hi")
+    assert err.value.request_sent is True

@@ -335,6 +335,16 @@ def test_rate_limited_send_raises_the_transient_error_for_the_task_retry(octopod
     assert posts(octopods_conn) == 1
 
 
+def test_send_that_could_not_connect_is_left_to_the_task_retry(monkeypatch):
+    conn = {"conn_type": "octopods", "host": "http://127.0.0.1:9", "password": TEST_API_KEY}
+    monkeypatch.setenv("AIRFLOW_CONN_OCTOPODS_DEFAULT", json.dumps(conn))
+
+    with pytest.raises(OctopodsTransientError, match="so nothing was sent") as err:
+        _operator().execute(context={})
+
+    assert not isinstance(err.value, (OctopodsSendUnconfirmedError, AirflowFailException))
+
+
 # -- waiting on many messages: OctopodsSmsDeliverySensor(message_ids=[...]) --------------------
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from airflow.providers.http.hooks.http import HttpHook
+from urllib3.exceptions import NewConnectionError
 
 from airflow_provider_octopods import CONN_FIELDS, HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
 from airflow_provider_octopods._http import (
@@ -57,6 +58,15 @@ _PROBE_MESSAGE_ID = 0
 def _too_large(size: int) -> OctopodsTransientError:
     return OctopodsTransientError(
         f"Octopods sent an answer larger than {MAX_RESPONSE_BYTES} bytes ({size}); refused unread."
+    )
+
+
+def _not_connected(base_url: str, what: str) -> OctopodsTransientError:
+    """The error for a request that never left: no connection to Octopods could be opened."""
+    return OctopodsTransientError(
+        f"Could not reach Octopods at {base_url}: {what}; no connection could be opened, so nothing "
+        "was sent.",
+        request_sent=False,
     )
 
 
@@ -210,9 +220,18 @@ class OctopodsHook(HttpHook):
                     # Per request: REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE would override session.verify.
                     verify=settings.verify,
                 )
+            except requests.ConnectTimeout:
+                raise _not_connected(settings.base_url, "ConnectTimeout") from None
             except requests.Timeout:
                 raise OctopodsTransientError(
                     f"Octopods did not answer {method} {path} within {settings.timeout:g} s."
+                ) from None
+            except requests.ConnectionError as err:
+                reason = getattr(err.args[0], "reason", None) if err.args else None
+                if isinstance(reason, NewConnectionError):
+                    raise _not_connected(settings.base_url, type(reason).__name__) from None
+                raise OctopodsTransientError(
+                    f"Could not reach Octopods at {settings.base_url}: {type(err).__name__}."
                 ) from None
             except requests.RequestException as err:
                 raise OctopodsTransientError(
@@ -504,6 +523,8 @@ class OctopodsAsyncHook(BaseHook):
                     if len(body) > MAX_RESPONSE_BYTES:
                         raise _too_large(len(body))
                     return interpret_response(response.status, body, response.headers, self.octopods_conn_id)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as err:
+                raise _not_connected(settings.base_url, type(err).__name__) from None
             except asyncio.TimeoutError:
                 raise OctopodsTransientError(
                     f"Octopods did not answer {method} {path} within {settings.timeout:g} s."

@@ -168,8 +168,8 @@ class OctopodsSendSmsOperator(BaseOperator):
                 intercom_teammate_id=self.intercom_teammate_id,
             )
         except OctopodsTransientError as err:
-            if err.status_code in _NOT_PROCESSED_STATUSES:
-                raise
+            if err.status_code in _NOT_PROCESSED_STATUSES or not err.request_sent:
+                raise  # certainly not sent: the task's retries may send it
             reason = str(err).replace("; will ask again", "")  # the send is not asked again
             raise OctopodsSendUnconfirmedError(
                 f"{reason} The SMS may have been sent: it is not sent again, so that a retry cannot text "
