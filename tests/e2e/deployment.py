@@ -268,6 +268,29 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+#: The reaper: sleeps until the test process dies (parent-death signal) or the deployment stops,
+#: then SIGKILLs every process whose AIRFLOW_HOME is the deployment's. A scheduler stopping waits
+#: for its LocalExecutor workers, which may wait on an API server already gone; this does not.
+_REAPER = """
+import os, signal, sys, time
+import psutil
+
+def reap(*_):
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != me and proc.environ().get("AIRFLOW_HOME") == sys.argv[1]:
+                proc.kill()
+        except psutil.Error:
+            pass
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, reap)
+while True:
+    time.sleep(3600)
+"""
+
+
 # -- Airflow ----------------------------------------------------------------------------------
 
 
@@ -290,6 +313,7 @@ class AirflowDeployment:
     api_port: int = field(default_factory=free_port)
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _reaper: subprocess.Popen[bytes] | None = None
     _token: str | None = None
     _session: requests.Session | None = None
 
@@ -414,6 +438,12 @@ class AirflowDeployment:
 
     def start(self) -> AirflowDeployment:
         """Start every component, wait until all report healthy, and log in to the REST API."""
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-c", _REAPER, str(self.home)],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(signal.SIGTERM),
+        )
         for name in COMPONENTS:
             self.start_component(name)
         self.wait_healthy(timeout=180)
@@ -450,6 +480,9 @@ class AirflowDeployment:
         """Stop every component (process groups and children), whatever state they are in."""
         for name in reversed(list(self.processes)):
             stop_process_tree(self.processes.pop(name).pid)
+        if self._reaper is not None:  # sweeps up any straggler, e.g. an orphaned task process
+            self._reaper.terminate()
+            self._reaper.wait(30)
         if self._session is not None:
             self._session.close()
 
