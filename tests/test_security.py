@@ -103,17 +103,21 @@ def conn(octopods_conn: OctopodsSimulator, monkeypatch: pytest.MonkeyPatch) -> O
 @pytest.fixture
 def debug_logging(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Everything at DEBUG: the HTTP libraries (stdlib logging) and Airflow's structlog loggers."""
-    import structlog
-
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        import structlog
+    except ImportError:  # Airflow 2 has no structlog: all its loggers are stdlib ones
+        structlog = None
+    saved = structlog.get_config() if structlog else {}
+    if structlog:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
     caplog.set_level(logging.DEBUG)
     for name in ("urllib3", "requests", "aiohttp", "asyncio", "airflow", "airflow_provider_octopods"):
         caplog.set_level(logging.DEBUG, logger=name)
     try:
         yield
     finally:
-        structlog.configure(**saved)
+        if structlog:
+            structlog.configure(**saved)
 
 
 def files_holding(secret: str) -> list[Path]:
