@@ -63,7 +63,7 @@ clean:
 ## and the newest supported Airflow, each in its own virtualenv (.venv-airflow-<version>) pinned by
 ## constraints/airflow-<version>.txt. Both legs run even if one fails; the target fails if any did.
 MATRIX := 2.11 3.3
-MATRIX_PYTHON ?= python3.11
+MATRIX_PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 MATRIX_PYTEST_ARGS ?= -q --ignore=tests/e2e --ignore=benchmarks
 
 .PHONY: test-matrix
