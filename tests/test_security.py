@@ -106,7 +106,7 @@ def debug_logging(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     try:
         import structlog
     except ImportError:  # Airflow 2 has no structlog: all its loggers are stdlib ones
-        structlog = None
+        structlog = None  # type: ignore[assignment]
     saved = structlog.get_config() if structlog else {}
     if structlog:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
@@ -219,8 +219,10 @@ def test_a_task_that_logs_the_key_shows_stars_in_its_log_file(octopods_conn, mon
 
     with create_session() as session:
         now = datetime.now(timezone.utc)
+        stored = SerializedDagModel.get_dag(dag_id, session=session)
+        assert stored is not None
         dag_run = get_or_create_dagrun(
-            dag=SerializedDagModel.get_dag(dag_id, session=session),
+            dag=stored,
             run_id=f"security-{uuid.uuid4().hex}",
             logical_date=None,
             run_after=now,
@@ -232,13 +234,15 @@ def test_a_task_that_logs_the_key_shows_stars_in_its_log_file(octopods_conn, mon
             session=session,
         )
         ti = dag_run.get_task_instance("log_the_key", session=session)
+        assert ti is not None
         ti.try_number, ti.state = 1, TaskInstanceState.QUEUED
         session.commit()
         workload = workloads.ExecuteTask.make(ti, bundle_info=workloads.BundleInfo(name="dags-folder"))
+    assert workload.log_path is not None
     log_file = AIRFLOW_HOME / "logs" / workload.log_path
 
     exit_code = supervise_task(
-        ti=workload.ti,
+        ti=workload.ti,  # type: ignore[arg-type]  # as the executors pass it
         bundle_info=workload.bundle_info,
         dag_rel_path=workload.dag_rel_path,
         token=workload.token,

@@ -61,7 +61,7 @@ def hook_status(message_id: int, max_retries: int) -> Any:
         hook.close()
 
 
-def sensor(message_id: int, timeout: float, **kwargs: Any) -> Any:
+def sensor(message_id: Any, timeout: float, **kwargs: Any) -> Any:
     """Return a sensor waiting on ``message_id`` with the tests' fast poll settings."""
     from airflow_provider_octopods.sensors.octopods import OctopodsSmsDeliverySensor
 
@@ -77,7 +77,7 @@ def sensor(message_id: int, timeout: float, **kwargs: Any) -> Any:
     )
 
 
-def poke_wait(message_id: int, timeout: float) -> Any:
+def poke_wait(message_id: Any, timeout: float) -> Any:
     """Run the sensor in poke mode until it returns its XCom value or raises."""
     return sensor(message_id, timeout).execute({})
 
@@ -91,7 +91,7 @@ class TriggerRun:
     end_time: float
 
 
-def make_trigger(message_id: int, timeout: float, **kwargs: Any) -> Any:
+def make_trigger(message_id: Any, timeout: float, **kwargs: Any) -> Any:
     """Return a trigger waiting on ``message_id`` for ``timeout`` seconds from now."""
     from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger
 
