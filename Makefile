@@ -91,3 +91,8 @@ bench: venv
 	$(BIN)/python -m benchmarks.batch_wait
 	$(BIN)/python -m benchmarks.poll_schedule --verify
 	$(BIN)/python -m benchmarks.parse_cost
+
+## Rerun the fault-injection matrix and rewrite docs/reliability.md from it.
+.PHONY: reliability-report
+reliability-report: venv
+	OCTOPODS_RELIABILITY_REPORT=1 $(BIN)/python -m pytest -q tests/reliability
