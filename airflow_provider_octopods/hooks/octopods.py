@@ -488,7 +488,9 @@ class OctopodsAsyncHook(BaseHook):
             session, self._session = self._session, None
             await _SessionPool.release(session)
 
-    async def _request_once(self, method: str, path: str, payload: dict[str, Any] | None) -> Any:
+    async def _request_once(
+        self, method: str, path: str, payload: dict[str, Any] | None, timeout: float | None = None
+    ) -> Any:
         import aiohttp
 
         settings, key = (
@@ -497,7 +499,8 @@ class OctopodsAsyncHook(BaseHook):
         if self._session is None:
             self._session = _SessionPool.acquire()
         url = settings.base_url + path
-        timeout = aiohttp.ClientTimeout(total=settings.timeout, connect=CONNECT_TIMEOUT)
+        total = settings.timeout if timeout is None else max(min(timeout, settings.timeout), 0.001)
+        client_timeout = aiohttp.ClientTimeout(total=total, connect=min(CONNECT_TIMEOUT, total))
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 async with self._session.request(
@@ -507,7 +510,7 @@ class OctopodsAsyncHook(BaseHook):
                     json=payload,
                     allow_redirects=False,
                     ssl=_ssl_param(settings.verify),
-                    timeout=timeout,
+                    timeout=client_timeout,
                 ) as response:
                     if response.status in _REDIRECT_CODES:
                         url = redirect_target(url, response.headers.get("Location"))
@@ -527,7 +530,7 @@ class OctopodsAsyncHook(BaseHook):
                 raise _not_connected(settings.base_url, type(err).__name__) from None
             except asyncio.TimeoutError:
                 raise OctopodsTransientError(
-                    f"Octopods did not answer {method} {path} within {settings.timeout:g} s."
+                    f"Octopods did not answer {method} {path} within {total:.3g} s."
                 ) from None
             except aiohttp.ClientPayloadError as err:  # the answer began, then the connection broke
                 raise OctopodsTransientError(
@@ -539,25 +542,29 @@ class OctopodsAsyncHook(BaseHook):
                 ) from None
         raise OctopodsTransientError(f"Octopods redirected more than {MAX_REDIRECTS} times.")
 
-    async def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+    async def _request(
+        self, method: str, path: str, payload: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
         try:
-            return await self._request_once(method, path, payload)
+            return await self._request_once(method, path, payload, timeout)
         except OctopodsAuthError:
             old_key = self._key
             if (await self._load_connection())[1] == old_key:
                 raise
             self.log.info("The Channel API key of '%s' changed; retrying with it.", self.octopods_conn_id)
-            return await self._request_once(method, path, payload)
+            return await self._request_once(method, path, payload, timeout)
 
-    async def get_sms_status(self, message_id: int | str) -> SmsStatus:
+    async def get_sms_status(self, message_id: int | str, timeout: float | None = None) -> SmsStatus:
         """
         Return the current status of an SMS (one request; transient trouble raises
         :class:`~airflow_provider_octopods.exceptions.OctopodsTransientError`).
 
         :param message_id: the ``message_id`` returned when the SMS was sent.
+        :param timeout: seconds this request may take at most, if less than the connection's
+            ``timeout`` (a trigger passes the time left before its deadline).
         """
         number = validate_message_id(message_id)
-        payload = await self._request("GET", status_path(number))
+        payload = await self._request("GET", status_path(number), timeout=timeout)
         return SmsStatus.from_api(payload, expected_message_id=number)
 
     async def send_sms(

@@ -24,6 +24,8 @@ DEFAULT_POLL_INTERVAL = 10.0
 DEFAULT_BACKOFF_FACTOR = 1.5
 #: ... up to this many seconds.
 DEFAULT_MAX_POLL_INTERVAL = 60.0
+#: Seconds the last poll, made at the deadline, may take before the wait times out.
+DEADLINE_GRACE = 5.0
 #: Requests in flight at once for one trigger waiting on many messages.
 DEFAULT_MAX_CONCURRENCY = 10
 #: A poll that changes no status is logged at INFO only this often (seconds); else at DEBUG, so a
@@ -130,6 +132,16 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
             yield interval
             interval = min(interval * self.backoff_factor, self.max_poll_interval)
 
+    def _request_budget(self) -> float | None:
+        """
+        Seconds one request may take: the time left before the deadline, plus a short grace for
+        the last poll at the deadline. So a slow or stalled server never holds the wait past its
+        deadline by more than that grace.
+        """
+        if self.end_time is None:
+            return None
+        return max(self.end_time - time.time(), 0.0) + min(DEADLINE_GRACE, self.max_poll_interval)
+
     def _event(self, status: str, last: dict[int, SmsStatus], message: str, **extra: Any) -> TriggerEvent:
         statuses = [last[i].to_dict() if i in last else None for i in self.ids]
         return TriggerEvent(
@@ -154,7 +166,7 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
         async def poll(message_id: int) -> SmsStatus | OctopodsError:
             async with limit:
                 try:
-                    return await hook.get_sms_status(message_id)
+                    return await hook.get_sms_status(message_id, timeout=self._request_budget())
                 except OctopodsError as err:
                     return err
 

@@ -10,10 +10,12 @@ see a blocking call.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
 from airflow_provider_octopods.testing import Hang
+from airflow_provider_octopods.triggers.octopods import DEADLINE_GRACE
 from tests.reliability.waits import TICK, make_trigger, point_connection_at
 
 TRIGGERS = 20
@@ -71,9 +73,11 @@ def test_hung_requests_never_block_the_event_loop_nor_outlive_the_deadline(sim, 
     overshoot = max(ended - t.end_time for t, (_, ended) in zip(triggers, results, strict=True))
     for trigger, (event, ended) in zip(triggers, results, strict=True):
         assert event["status"] == "timeout"
-        assert f"within {REQUEST_TIMEOUT:g} s" in event["last_error"]
+        assert re.search(r"did not answer GET \S+ within [0-9.]+ s", event["last_error"])
         assert ended >= trigger.end_time
-    assert overshoot <= REQUEST_TIMEOUT + 0.3, f"a trigger outlived its deadline by {overshoot:.2f} s"
+    # A request is cut at the deadline plus a short grace for the last poll, not a full request timeout.
+    grace = min(DEADLINE_GRACE, triggers[0].max_poll_interval)
+    assert overshoot <= grace + 0.3, f"a trigger outlived its deadline by {overshoot:.2f} s"
     assert lag < 0.05, f"the event loop stalled for {lag * 1000:.0f} ms while requests hung"
     assert first_use < 0.5, f"the event loop stalled for {first_use * 1000:.0f} ms"
     record_property(
@@ -83,7 +87,7 @@ def test_hung_requests_never_block_the_event_loop_nor_outlive_the_deadline(sim, 
     )
     record_property(
         f"measure:Deadline overshoot with hung requests ({REQUEST_TIMEOUT:g} s timeout)",
-        f"{overshoot:.2f} s worst of {TRIGGERS} (bound: one request timeout)",
+        f"{overshoot:.2f} s worst of {TRIGGERS} (bound: the trigger's deadline grace, {grace:g} s)",
     )
 
 
