@@ -219,3 +219,29 @@ def test_a_send_cut_off_after_the_request_left_is_not_marked_unsent(octopods_con
     with pytest.raises(OctopodsTransientError) as err:
         OctopodsHook().send_sms("+15551234567", "hi")
     assert err.value.request_sent is True
+
+
+async def test_async_hooks_on_one_loop_share_one_connection_lookup(octopods_conn, monkeypatch):
+    from airflow_provider_octopods.hooks import octopods as hooks_module
+
+    lookups: list[str] = []
+    fetch = hooks_module._fetch_connection
+
+    async def counting_fetch(conn_id: str):
+        lookups.append(conn_id)
+        return await fetch(conn_id)
+
+    monkeypatch.setattr(hooks_module, "_fetch_connection", counting_fetch)
+    ids = [octopods_conn.add_message("sent") for _ in range(30)]
+    hooks = [OctopodsAsyncHook() for _ in ids]
+
+    await asyncio.gather(*(h.get_sms_status(i) for h, i in zip(hooks, ids, strict=True)))
+    assert lookups == ["octopods_default"]
+
+    # a rotated key: the auth error makes one hook look again, and it gets the new key
+    octopods_conn.rotate_key("octo-rotated-key-654321")
+    monkeypatch.setenv("AIRFLOW_CONN_OCTOPODS_DEFAULT", json.dumps(octopods_conn.connection_extra()))
+    assert (await hooks[0].get_sms_status(ids[0])).status == "sent"
+    assert len(lookups) == 2
+    for hook in hooks:
+        await hook.close()

@@ -398,6 +398,46 @@ async def _amask_secret(secret: str) -> None:
         await amask_secret(secret)
 
 
+async def _fetch_connection(conn_id: str) -> tuple[ApiSettings, str]:
+    from airflow.providers.common.compat.connection import get_async_connection
+
+    conn = await get_async_connection(conn_id)
+    settings, key = api_settings(conn), api_key(conn)
+    await _amask_secret(key)
+    return settings, key
+
+
+class _ConnectionCache:
+    """
+    A connection's settings and key, read once per event loop and shared for ``TTL`` seconds.
+
+    A triggerer resuming a thousand Octopods waits would otherwise ask the metadata database (or,
+    on Airflow 3, the API server) for the same connection a thousand times. Concurrent first
+    polls share one lookup. An auth error makes the hook ask again with ``refresh`` (a rotated
+    key is picked up at once); other edits to the connection reach running waits within ``TTL``.
+    """
+
+    TTL = 60.0
+    _entries: weakref.WeakKeyDictionary[
+        asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[tuple[ApiSettings, str]]]]
+    ] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    async def get(cls, conn_id: str, refresh: bool = False) -> tuple[ApiSettings, str]:
+        loop = asyncio.get_running_loop()
+        entries = cls._entries.setdefault(loop, {})
+        entry = entries.get(conn_id)
+        if refresh or entry is None or time.monotonic() >= entry[0]:
+            entry = (time.monotonic() + cls.TTL, loop.create_task(_fetch_connection(conn_id)))
+            entries[conn_id] = entry
+        try:
+            return await asyncio.shield(entry[1])
+        except Exception:
+            if entries.get(conn_id) is entry:
+                del entries[conn_id]  # a failed lookup is not cached
+            raise
+
+
 class _SessionPool:
     """
     One ``aiohttp.ClientSession`` per event loop, shared by every async hook on that loop.
@@ -473,12 +513,8 @@ class OctopodsAsyncHook(BaseHook):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _load_connection(self) -> tuple[ApiSettings, str]:
-        from airflow.providers.common.compat.connection import get_async_connection
-
-        conn = await get_async_connection(self.octopods_conn_id)
-        settings, key = api_settings(conn), api_key(conn)
-        await _amask_secret(key)
+    async def _load_connection(self, refresh: bool = False) -> tuple[ApiSettings, str]:
+        settings, key = await _ConnectionCache.get(self.octopods_conn_id, refresh=refresh)
         self._settings, self._key = settings, key
         return settings, key
 
@@ -549,7 +585,7 @@ class OctopodsAsyncHook(BaseHook):
             return await self._request_once(method, path, payload, timeout)
         except OctopodsAuthError:
             old_key = self._key
-            if (await self._load_connection())[1] == old_key:
+            if (await self._load_connection(refresh=True))[1] == old_key:
                 raise
             self.log.info("The Channel API key of '%s' changed; retrying with it.", self.octopods_conn_id)
             return await self._request_once(method, path, payload, timeout)
