@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_octopods.exceptions import OctopodsInputError, OctopodsTransientError
@@ -146,7 +146,7 @@ def _parse_time(value: Any, field: str) -> datetime | None:
         except ValueError:
             pass
         else:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     log.warning("Octopods sent an unreadable %s (%.40r); ignoring it.", field, value)
     return None
 

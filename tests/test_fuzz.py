@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,7 +93,7 @@ json_message_ids = (
 )
 message_id_values = json_message_ids | st.binary(max_size=10)
 timestamps = (
-    st.datetimes(timezones=st.none() | st.just(timezone.utc)).map(lambda d: d.isoformat())
+    st.datetimes(timezones=st.none() | st.just(UTC)).map(lambda d: d.isoformat())
     | st.datetimes().map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ"))
     | st.text(max_size=30)
     | json_values
@@ -137,9 +137,9 @@ retry_after_values = (
     | st.text(max_size=40)
     | st.integers(-(10**20), 10**20).map(str)
     | st.floats(allow_nan=True, allow_infinity=True).map(str)
-    | st.datetimes(
-        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(timezone.utc)
-    ).map(lambda d: format_datetime(d, usegmt=True))
+    | st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)).map(
+        lambda d: format_datetime(d, usegmt=True)
+    )
     | st.sampled_from(["Mon, 01 Jan 99999 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:60 +2359", "0", "-0", "nan"])
 )
 
@@ -388,5 +388,5 @@ def test_backoff_after_a_day_of_failures_is_still_the_cap():
 
 
 def test_far_future_retry_after_is_capped():
-    far = format_datetime(datetime.now(timezone.utc) + timedelta(days=3650), usegmt=True)
+    far = format_datetime(datetime.now(UTC) + timedelta(days=3650), usegmt=True)
     assert parse_retry_after(far) == BACKOFF_CAP

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -149,7 +149,7 @@ def test_transient_statuses(status):
 
 
 def test_retry_after_forms():
-    now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("2") == 2.0
     assert parse_retry_after("0.5") == 0.5
     assert parse_retry_after("Sat, 28 Nov 2026 12:00:10 GMT", now=now) == 10.0

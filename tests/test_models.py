@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -44,8 +44,8 @@ def test_parses_the_documented_example():
     assert status.message_id == 4829174
     assert status.status == "delivered"
     assert status.is_terminal and status.is_delivered and not status.is_failed
-    assert status.sent_at == datetime(2026, 4, 24, 10, 23, 45, tzinfo=timezone.utc)
-    assert status.delivered_at == datetime(2026, 4, 24, 10, 23, 49, tzinfo=timezone.utc)
+    assert status.sent_at == datetime(2026, 4, 24, 10, 23, 45, tzinfo=UTC)
+    assert status.delivered_at == datetime(2026, 4, 24, 10, 23, 49, tzinfo=UTC)
     assert status.request_id == DOC_EXAMPLE["request_id"]
 
 
@@ -85,7 +85,7 @@ def test_timestamps_without_offset_are_utc_and_bad_ones_are_dropped():
         {**DOC_EXAMPLE, "sent_at": "2026-04-24T10:23:45", "delivered_at": "yesterday"}
     )
 
-    assert status.sent_at == datetime(2026, 4, 24, 10, 23, 45, tzinfo=timezone.utc)
+    assert status.sent_at == datetime(2026, 4, 24, 10, 23, 45, tzinfo=UTC)
     assert status.delivered_at is None
 
 

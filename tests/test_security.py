@@ -28,7 +28,7 @@ import logging
 import shutil
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,7 +218,7 @@ def test_a_task_that_logs_the_key_shows_stars_in_its_log_file(octopods_conn, mon
     dag.test(run_conf={"message_id": message_id}, mark_success_pattern=".*")  # stores the DAG, runs nothing
 
     with create_session() as session:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         stored = SerializedDagModel.get_dag(dag_id, session=session)
         assert stored is not None
         dag_run = get_or_create_dagrun(

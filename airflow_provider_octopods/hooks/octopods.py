@@ -377,10 +377,10 @@ def _ssl_context(cafile: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
-def _ssl_param(verify: bool | str) -> ssl.SSLContext | bool | None:
+def _ssl_param(verify: bool | str) -> ssl.SSLContext | bool:
     if isinstance(verify, str):
         return _ssl_context(verify)
-    return None if verify else False
+    return bool(verify)
 
 
 async def _amask_secret(secret: str) -> None:
@@ -564,7 +564,7 @@ class OctopodsAsyncHook(BaseHook):
                     return interpret_response(response.status, body, response.headers, self.octopods_conn_id)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as err:
                 raise _not_connected(settings.base_url, type(err).__name__) from None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise OctopodsTransientError(
                     f"Octopods did not answer {method} {path} within {total:.3g} s."
                 ) from None

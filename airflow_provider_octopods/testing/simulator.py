@@ -37,7 +37,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -148,7 +148,7 @@ class SimulatedMessage:
     steps: deque[Step] = field(default_factory=deque)
     timeline: list[tuple[float, Step]] | None = None
     created: float = field(default_factory=time.monotonic)
-    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     polls: int = 0
 
     def next_step(self) -> Step:
@@ -431,7 +431,7 @@ class OctopodsSimulator:
 
     def _status_payload(self, step: Status, message: SimulatedMessage | None) -> dict[str, Any]:
         lowered = step.status.lower()
-        created = message.created_at if message else datetime.now(timezone.utc)
+        created = message.created_at if message else datetime.now(UTC)
         stamp = lambda s: (created + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
         return {
             "request_id": str(uuid.uuid4()),

@@ -19,10 +19,10 @@ shows for ``<field>`` (``host``, ``password``, ``extra``, and each extra field s
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import tomllib
 from docutils.parsers.rst import directives
 from sphinx.directives.other import TocTree
 from sphinx.util import docname_join
