@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -128,15 +129,17 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
             return validate_message_ids(self.message_ids)
         return [validate_message_id(self.message_id)]
 
-    def _hook(self) -> OctopodsHook:
+    @cached_property
+    def hook(self) -> OctopodsHook:
+        """
+        The sync hook of poke and reschedule mode; one HTTP session for all pokes of a try.
+
+        It does not retry by itself: the poke loop is the retry loop, and a hook retrying (and
+        sleeping) inside one poke would hold the worker past the sensor's timeout.
+        """
         from airflow_provider_octopods.hooks.octopods import OctopodsHook
 
-        hook = getattr(self, "_cached_hook", None)
-        if hook is None:
-            # The poke loop is the retry loop: a hook retrying (and sleeping) inside one poke
-            # would hold the worker past the sensor's timeout.
-            hook = self._cached_hook = OctopodsHook(self.octopods_conn_id, max_retries=0)
-        return hook
+        return OctopodsHook(self.octopods_conn_id, max_retries=0)
 
     def _result(self, statuses: list[SmsStatus]) -> Any:
         """Fail on any failed delivery; else return the XCom value (a dict, or a list for many)."""
@@ -155,6 +158,9 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
                 raise OctopodsTimeoutError(
                     timeout_message(pending, self._last_seen, self.timeout, self._last_error)
                 ) from None
+            finally:
+                if "hook" in self.__dict__:
+                    self.hook.close()
         from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger
 
         multiple = self.message_ids is not None
@@ -180,7 +186,7 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
         if time.monotonic() < self._not_before:
             self.log.info("Backing off after transient trouble; skipping this poke.")
             return PokeReturnValue(is_done=False)
-        hook = self._hook()
+        hook = self.hook
         for message_id in ids:
             seen = self._last_seen.get(message_id)
             if seen is not None and seen.is_terminal:
