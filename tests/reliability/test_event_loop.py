@@ -78,8 +78,10 @@ def test_hung_requests_never_block_the_event_loop_nor_outlive_the_deadline(sim, 
     # A request is cut at the deadline plus a short grace for the last poll, not a full request timeout.
     grace = min(DEADLINE_GRACE, triggers[0].max_poll_interval)
     assert overshoot <= grace + 0.3, f"a trigger outlived its deadline by {overshoot:.2f} s"
-    assert lag < 0.05, f"the event loop stalled for {lag * 1000:.0f} ms while requests hung"
-    assert first_use < 0.5, f"the event loop stalled for {first_use * 1000:.0f} ms"
+    # A request that blocked the loop would stall it for the whole request timeout (1 s); the
+    # bounds leave room for a busy CI machine (lag itself is measured by benchmarks/).
+    assert lag < REQUEST_TIMEOUT / 4, f"the event loop stalled for {lag * 1000:.0f} ms while requests hung"
+    assert first_use < REQUEST_TIMEOUT * 0.75, f"the event loop stalled for {first_use * 1000:.0f} ms"
     record_property(
         f"measure:Event-loop lag, {TRIGGERS} triggers on hung requests ({REQUEST_TIMEOUT:g} s timeout)",
         f"{lag * 1000:.1f} ms worst while all requests hang; {first_use * 1000:.1f} ms worst over the "
