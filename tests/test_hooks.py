@@ -245,3 +245,9 @@ async def test_async_hooks_on_one_loop_share_one_connection_lookup(octopods_conn
     assert len(lookups) == 2
     for hook in hooks:
         await hook.close()
+
+
+def test_httphook_run_is_refused_with_a_pointer_to_the_real_methods(octopods_conn):
+    with pytest.raises(NotImplementedError, match=r"call get_sms_status\(message_id\) or send_sms"):
+        OctopodsHook().run("/api/v1/sms/messages/1")
+    assert octopods_conn.request_count() == 0

@@ -194,6 +194,19 @@ class OctopodsHook(HttpHook):
             self._session.headers.update(headers)
         return self._session
 
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """
+        Not available: use :meth:`get_sms_status` or :meth:`send_sms`.
+
+        ``HttpHook.run`` would send requests without the ``X-Octopods-Auth`` header, or, given
+        it by hand, follow redirects to other hosts with the key; this hook's methods apply the
+        Octopods rules (key, timeouts, redirects, errors, retries) instead.
+        """
+        raise NotImplementedError(
+            "OctopodsHook does not offer HttpHook.run(); call get_sms_status(message_id) or "
+            "send_sms(destination_phone, body)."
+        )
+
     def close(self) -> None:
         """Close the pooled HTTP connections of the hook."""
         if self._session is not None:
