@@ -15,7 +15,10 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The simulator's key in benchmarks (a made-up one: the simulator is the only server).
@@ -277,3 +280,21 @@ class Machine:
             f"machine: {self.nproc} CPUs ({self.cpu}), Python {self.python}, Airflow {self.airflow}, "
             f"http provider {self.http_provider}, aiohttp {self.aiohttp}, load average {self.load}"
         )
+
+
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """
+    Add the options shared by the triggerer benchmarks: polling, deliveries, harness and output.
+
+    :param parser: the benchmark's argument parser.
+    """
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls, both sides")
+    parser.add_argument("--min-delivery", type=float, default=2.0, help="earliest delivery (s)")
+    parser.add_argument("--max-delivery", type=float, default=20.0, help="latest delivery (s)")
+    parser.add_argument("--seed", type=int, default=6, help="random seed of deliveries and starts")
+    parser.add_argument(
+        "--calibrate", type=float, default=2.0, help="seconds measuring the harness's own CPU per phase"
+    )
+    parser.add_argument("--in-process", action="store_true", help="run phases here (smoke tests)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds a phase may take")
+    parser.add_argument("--json", help="also write every measurement to this JSON file")

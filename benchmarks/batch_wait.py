@@ -21,7 +21,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from benchmarks._common import Machine, SimulatorProcess, ratio, run_phase
+from benchmarks._common import Machine, SimulatorProcess, add_workload_arguments, ratio, run_phase
 
 SIDES = {"octopods-batch": "1 trigger, N ids", "octopods": "N triggers, 1 id each"}
 
@@ -105,16 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m benchmarks.batch_wait", description=__doc__)
     parser.add_argument("--n", type=int, default=1000, help="number of messages")
-    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls, both sides")
-    parser.add_argument("--min-delivery", type=float, default=2.0, help="earliest delivery (s)")
-    parser.add_argument("--max-delivery", type=float, default=20.0, help="latest delivery (s)")
-    parser.add_argument("--seed", type=int, default=6, help="random seed of deliveries and starts")
-    parser.add_argument(
-        "--calibrate", type=float, default=2.0, help="seconds measuring the harness's own CPU per phase"
-    )
-    parser.add_argument("--in-process", action="store_true", help="run phases here (smoke tests)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds a phase may take")
-    parser.add_argument("--json", help="also write every measurement to this JSON file")
+    add_workload_arguments(parser)
     args = parser.parse_args(argv)
 
     machine = Machine.here()

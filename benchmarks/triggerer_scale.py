@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from benchmarks._common import Machine, SimulatorProcess, ratio, run_phase
+from benchmarks._common import Machine, SimulatorProcess, add_workload_arguments, ratio, run_phase
 
 SIDES = {"octopods": "OctopodsSmsDeliveryTrigger", "http": "HttpSensorTrigger (+ status check)"}
 
@@ -167,17 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m benchmarks.triggerer_scale", description=__doc__)
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000, 5000], help="numbers of triggers")
-    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls, both sides")
-    parser.add_argument("--min-delivery", type=float, default=2.0, help="earliest delivery (s)")
-    parser.add_argument("--max-delivery", type=float, default=20.0, help="latest delivery (s)")
-    parser.add_argument("--seed", type=int, default=6, help="random seed of deliveries and starts")
     parser.add_argument("--no-probe", action="store_true", help="skip the one-poll lifecycle probe")
-    parser.add_argument(
-        "--calibrate", type=float, default=2.0, help="seconds measuring the harness's own CPU per phase"
-    )
-    parser.add_argument("--in-process", action="store_true", help="run phases here (smoke tests)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds a phase may take")
-    parser.add_argument("--json", help="also write every measurement to this JSON file")
+    add_workload_arguments(parser)
     args = parser.parse_args(argv)
 
     machine = Machine.here()
