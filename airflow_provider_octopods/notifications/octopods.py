@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseNotifier
@@ -11,7 +12,7 @@ from airflow_provider_octopods.exceptions import OctopodsError
 from airflow_provider_octopods.models import MAX_BODY_LENGTH
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Generator, Sequence
 
     import jinja2
     from airflow.providers.common.compat.sdk import Context
@@ -83,6 +84,29 @@ class OctopodsSmsNotifier(BaseNotifier):
             dag = None
         return super().get_template_env(dag=dag)
 
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        """
+        Render the templates with ``context``, which also offers ``dag_id`` and ``run_id``.
+
+        A Deadline Alert's context (Airflow 3.1+) holds only ``dag_run`` (as the REST API shows
+        it) and ``deadline``; a task or DAG callback's holds ``dag_run`` as an object. Either way
+        ``{{ dag_id }}`` and ``{{ run_id }}`` render, unless the context already defines them.
+
+        :param context: the callback's context.
+        :param jinja_env: the Jinja environment to render with.
+        """
+        dag_run = context.get("dag_run")
+        for key, attribute, api_field in (("dag_id", "dag_id", "dag_id"), ("run_id", "run_id", "dag_run_id")):
+            if context.get(key) is None and dag_run is not None:
+                value = (
+                    dag_run.get(api_field)
+                    if isinstance(dag_run, Mapping)
+                    else getattr(dag_run, attribute, None)
+                )
+                if value is not None:
+                    context[key] = value  # type: ignore[literal-required]
+        super().render_template_fields(context, jinja_env)
+
     def _text(self) -> Any:
         """Return the rendered body, cut to Octopods' limit if a long context value overflowed it."""
         body = self.body
@@ -139,6 +163,27 @@ class OctopodsSmsNotifier(BaseNotifier):
             self._report_failure(err)
             return
         self.log.info("Sent the Octopods SMS notification: message %s.", sent.message_id)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        """
+        Render a copy with :attr:`context` and send it asynchronously; never raise.
+
+        This is how Airflow runs the notifier as a Deadline Alert callback in the triggerer
+        (``AsyncCallback(OctopodsSmsNotifier, kwargs={...})``, Airflow 3.1+): it builds the
+        notifier with the alert's ``context`` and awaits it. A template that does not render is
+        logged like a failed send, instead of failing the callback with a traceback.
+        """
+        return self._render_and_notify().__await__()
+
+    async def _render_and_notify(self) -> None:
+        notifier = copy.copy(self)  # rendering replaces the templates in place
+        context = notifier.context
+        try:
+            notifier.render_template_fields(context)
+        except Exception as err:
+            self._report_failure(err)
+            return
+        await notifier.async_notify(context)
 
     def __call__(self, *args: Any) -> None:
         """
