@@ -12,14 +12,31 @@ Test tools: a local Octopods simulator for this provider's tests and for your ow
 
 from __future__ import annotations
 
-from airflow_provider_octopods.testing.simulator import (
-    FAILURE_REASONS,
-    Hang,
-    OctopodsSimulator,
-    Reply,
-    Reset,
-    Status,
-    Trickle,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_octopods.testing.simulator import (
+        FAILURE_REASONS,
+        Hang,
+        OctopodsSimulator,
+        Reply,
+        Reset,
+        Status,
+        Trickle,
+    )
 
 __all__ = ["FAILURE_REASONS", "Hang", "OctopodsSimulator", "Reply", "Reset", "Status", "Trickle"]
+
+
+def __getattr__(name: str) -> Any:
+    """
+    Import the simulator on first use of one of its names.
+
+    pytest imports this package for every run where the provider is installed (its
+    ``pytest_plugin`` is registered as the ``octopods`` plugin): importing aiohttp's server there
+    would slow every unrelated test run.
+    """
+    if name in __all__:
+        return getattr(importlib.import_module("airflow_provider_octopods.testing.simulator"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
