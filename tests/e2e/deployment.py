@@ -395,8 +395,13 @@ class AirflowDeployment:
             )
         return result
 
-    def start_component(self, name: str) -> subprocess.Popen[bytes]:
-        """Start one component (``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``)."""
+    def start_component(self, name: str, kind: str | None = None) -> subprocess.Popen[bytes]:
+        """
+        Start one component (``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``).
+
+        :param name: the component's name here (its log file's too), e.g. ``triggerer-2``.
+        :param kind: the Airflow command, when ``name`` is not one (a second triggerer).
+        """
         args = {
             "api-server": [
                 "api-server",
@@ -408,7 +413,7 @@ class AirflowDeployment:
                 "1",
             ],
             "triggerer": ["triggerer", "--skip-serve-logs"],
-        }.get(name, [name])
+        }.get(kind or name, [kind or name])
         with self.log_path(name).open("ab") as log:
             log.write(f"\n===== starting {name} at {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()
