@@ -81,12 +81,82 @@ def test_plain_http_to_remote_host_needs_explicit_opt_in():
 
 
 def test_timeout_and_verify_extras():
+    import certifi
+
     assert api_settings(conn(extra={"timeout": "5"})).timeout == 5.0
     assert api_settings(conn()).verify is True
     assert api_settings(conn(extra={"verify": False})).verify is False
-    assert api_settings(conn(extra={"verify": "/etc/ssl/ca.pem"})).verify == "/etc/ssl/ca.pem"
+    assert api_settings(conn(extra={"verify": certifi.where()})).verify == certifi.where()
     with pytest.raises(OctopodsInputError, match="extra 'timeout'"):
         api_settings(conn(extra={"timeout": "soon"}))
+
+
+@pytest.mark.parametrize("value", [False, "false", "False", " 0 ", "no", "OFF", 0])
+def test_only_an_explicit_false_turns_tls_verification_off(value):
+    assert api_settings(conn(extra={"verify": value})).verify is False
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", True, "true", "1", "yes", "on", 1])
+def test_null_empty_or_true_keep_tls_verification_on(value):
+    # Regression (issue 10 #1): null and "" turned verification off.
+    settings = api_settings(conn(extra={"verify": value} if value is not None else {"verify": None}))
+    assert settings.verify is True
+
+
+@pytest.mark.parametrize(
+    "path", ["corp-ca.pem", "C:\\certs\\corp.pem", "certs/missing.pem", "/no/such/ca.pem"]
+)
+def test_a_ca_bundle_that_does_not_exist_is_a_clear_input_error(path, tmp_path, monkeypatch):
+    # Regression (issue 10 #1): a relative or Windows path turned verification off.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OctopodsInputError) as err:
+        api_settings(conn(extra={"verify": path}, conn_id="sms"))
+    message = str(err.value)
+    assert "extra 'verify' of connection 'sms'" in message
+    assert repr(path) in message and "does not exist" in message
+
+
+def test_a_relative_ca_bundle_that_exists_is_used(tmp_path, monkeypatch):
+    import certifi
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corp-ca.pem").write_bytes(open(certifi.where(), "rb").read())
+    assert api_settings(conn(extra={"verify": "corp-ca.pem"})).verify == "corp-ca.pem"
+
+
+def test_a_ca_bundle_that_is_not_pem_is_a_clear_input_error(tmp_path):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(OctopodsInputError, match="could not be loaded"):
+        api_settings(conn(extra={"verify": str(bad)}))
+
+
+@pytest.mark.parametrize("value", [[], {}, 2, 0.5])
+def test_a_verify_value_of_another_type_is_refused(value):
+    with pytest.raises(OctopodsInputError, match="neither true, false nor a CA bundle path"):
+        api_settings(conn(extra={"verify": value}))
+
+
+@pytest.mark.parametrize(
+    ("key", "what"),
+    [
+        ("octo-key\nsecond-line", "a line break at position 9"),
+        ("octo\tkey", "a control character at position 5"),
+        ("octo\x7fkey", "a control character at position 5"),
+        ("\u201coctokey\u201d", "a character outside Latin-1 (a curly quote?) at position 1"),
+    ],
+)
+def test_a_key_that_cannot_travel_in_a_header_is_refused_naming_the_password_field(key, what):
+    # Regression (issue 10 #2): such a key was "Could not reach Octopods" (transient) or a bare ValueError.
+    with pytest.raises(OctopodsInputError) as err:
+        api_key(conn(password=key, conn_id="sms"))
+    message = str(err.value)
+    assert "password (Channel API key) of connection 'sms'" in message and what in message
+    assert key.strip() not in message
+
+
+def test_a_latin1_key_with_inner_spaces_is_kept():
+    assert api_key(conn(password=" octo key\u00e9 ")) == "octo key\u00e9"
 
 
 def test_missing_key_is_an_auth_error_that_says_where_to_put_it():
@@ -141,11 +211,19 @@ def test_provider_error_4_may_be_retried_by_the_task():
     assert "SMS provider error" in str(err.value)
 
 
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
 def test_transient_statuses(status):
     with pytest.raises(OctopodsTransientError, match=f"HTTP {status}") as err:
         interpret_response(status, b"<html>busy</html>", {"Retry-After": "3"}, "c")
     assert err.value.retry_after == 3.0
+    # 408, 425 and 429 say the request was not processed; a 5xx leaves it open.
+    assert err.value.request_sent is (status >= 500)
+    assert "will ask again" not in str(err.value)
+
+
+def test_the_auth_error_of_a_connection_test_says_this_connection():
+    with pytest.raises(OctopodsAuthError, match="of this connection: the key"):
+        interpret_response(401, body({"error": "Unauthorized"}), {}, None)
 
 
 def test_retry_after_forms():
@@ -177,6 +255,20 @@ def test_same_origin_redirect_is_followed():
         redirect_target("https://app.octopods.io/api/v1/sms/messages/1", "/api/v1/sms/messages/1/")
         == "https://app.octopods.io/api/v1/sms/messages/1/"
     )
+
+
+@pytest.mark.parametrize(
+    ("here", "location"),
+    [
+        ("https://app.octopods.io/api/v1/sms/messages/1", "https://app.octopods.io:443/api/x"),
+        ("https://app.octopods.io:443/api/v1/sms/messages/1", "https://app.octopods.io/api/x"),
+        ("http://127.0.0.1/api/v1/sms/messages/1", "http://127.0.0.1:80/api/x"),
+        ("https://APP.octopods.io/api/v1/sms/messages/1", "HTTPS://app.octopods.io/api/x"),
+    ],
+)
+def test_a_default_port_spelled_out_is_the_same_origin(here, location):
+    # Regression (issue 10 #14): https://host and https://host:443 were different origins.
+    assert redirect_target(here, location).endswith("/api/x")
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ from airflow_provider_octopods.exceptions import (
     OctopodsInputError,
     OctopodsTransientError,
 )
-from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook, _send_payload
+from airflow_provider_octopods._calls import send_payload as _send_payload
+from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook
 from airflow_provider_octopods.models import SentSms
 from airflow_provider_octopods.testing import Reply
 from tests.conftest import TEST_API_KEY
