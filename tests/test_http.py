@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -120,7 +121,7 @@ def test_a_relative_ca_bundle_that_exists_is_used(tmp_path, monkeypatch):
     import certifi
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "corp-ca.pem").write_bytes(open(certifi.where(), "rb").read())
+    (tmp_path / "corp-ca.pem").write_bytes(Path(certifi.where()).read_bytes())
     assert api_settings(conn(extra={"verify": "corp-ca.pem"})).verify == "corp-ca.pem"
 
 

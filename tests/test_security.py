@@ -40,8 +40,8 @@ from airflow_provider_octopods import _http
 from airflow_provider_octopods._http import AUTH_HEADER, MAX_RESPONSE_BYTES
 from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,
-    OctopodsCertificateError,
     OctopodsBadRequestError,
+    OctopodsCertificateError,
     OctopodsError,
     OctopodsInputError,
     OctopodsTransientError,

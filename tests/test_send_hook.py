@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from airflow_provider_octopods._calls import send_payload as _send_payload
 from airflow_provider_octopods.exceptions import (
     OctopodsApiError,
     OctopodsAuthError,
@@ -17,7 +18,6 @@ from airflow_provider_octopods.exceptions import (
     OctopodsInputError,
     OctopodsTransientError,
 )
-from airflow_provider_octopods._calls import send_payload as _send_payload
 from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook
 from airflow_provider_octopods.models import SentSms
 from airflow_provider_octopods.testing import Reply
