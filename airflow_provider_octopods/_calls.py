@@ -8,7 +8,7 @@ arguments and send the same bytes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from airflow_provider_octopods._core import Request, json_request
 from airflow_provider_octopods._http import SEND_PATH, status_path
@@ -18,21 +18,23 @@ from airflow_provider_octopods.models import SmsStatus, validate_body, validate_
 PROBE_MESSAGE_ID = 0
 
 
-def send_request(
-    destination_phone: str,
-    body: str,
-    destination_user_name: str | None,
-    open_intercom_conversation: bool | None,
-    intercom_teammate_id: str | int | None,
-) -> Request:
+class SendOptions(TypedDict, total=False):
+    """
+    The optional fields of a send, as keyword arguments of ``send_sms``.
+
+    :param destination_user_name: the recipient's name, shown in Octopods.
+    :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
+    :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
+    """
+
+    destination_user_name: str | None
+    open_intercom_conversation: bool | None
+    intercom_teammate_id: str | int | None
+
+
+def send_request(destination_phone: str, body: str, **options: Unpack[SendOptions]) -> Request:
     """Validate a send's arguments and return its request (shared by both hooks)."""
-    return json_request(
-        "POST",
-        SEND_PATH,
-        send_payload(
-            destination_phone, body, destination_user_name, open_intercom_conversation, intercom_teammate_id
-        ),
-    )
+    return json_request("POST", SEND_PATH, send_payload(destination_phone, body, **options))
 
 
 def status_request(message_id: int | str, timeout: float | None = None) -> Request:
@@ -49,9 +51,10 @@ def status_request(message_id: int | str, timeout: float | None = None) -> Reque
 def send_payload(
     destination_phone: str,
     body: str,
-    destination_user_name: str | None,
-    open_intercom_conversation: bool | None,
-    intercom_teammate_id: str | int | None,
+    *,
+    destination_user_name: str | None = None,
+    open_intercom_conversation: bool | None = None,
+    intercom_teammate_id: str | int | None = None,
 ) -> dict[str, Any]:
     """Validate a send's arguments and return its JSON body (shared by both hooks)."""
     payload: dict[str, Any] = {

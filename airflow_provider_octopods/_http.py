@@ -242,19 +242,25 @@ def api_settings(conn: Any, label: str | None = None) -> ApiSettings:
         )
     netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     base_url = f"{parts.scheme}://{netloc}" + (f":{port}" if port else "")
-    raw_timeout = extra.get("timeout")
+    return ApiSettings(
+        base_url=base_url,
+        timeout=_parse_timeout(extra.get("timeout"), label),
+        verify=parse_verify(extra.get("verify"), label),
+    )
+
+
+def _parse_timeout(value: Any, label: str) -> float:
+    """Read the ``timeout`` extra: a finite number of seconds above 0 (default :data:`DEFAULT_TIMEOUT`)."""
+    field = f"extra 'timeout' of {label}"
     try:
-        if isinstance(raw_timeout, bool):
-            raise TypeError(raw_timeout)
-        timeout = DEFAULT_TIMEOUT if raw_timeout in (None, "") else float(raw_timeout)
+        if isinstance(value, bool):
+            raise TypeError(value)
+        timeout = DEFAULT_TIMEOUT if value in (None, "") else float(value)
     except (TypeError, ValueError, OverflowError):
-        raise OctopodsInputError(
-            f"extra 'timeout' of {label}", "give a number of seconds, e.g. 30."
-        ) from None
+        raise OctopodsInputError(field, "give a number of seconds, e.g. 30.") from None
     if not 0 < timeout < math.inf:  # also refuses NaN
-        raise OctopodsInputError(f"extra 'timeout' of {label}", "must be a finite number of seconds above 0.")
-    verify = parse_verify(extra.get("verify"), label)
-    return ApiSettings(base_url=base_url, timeout=timeout, verify=verify)
+        raise OctopodsInputError(field, "must be a finite number of seconds above 0.")
+    return timeout
 
 
 def _bad_key_character(key: str) -> str | None:
@@ -399,6 +405,17 @@ def _str_or_none(value: Any) -> str | None:
 NOT_PROCESSED_STATUSES = frozenset({408, 425, 429})
 
 
+def _error_details(status_code: int, fields: dict[str, Any]) -> dict[str, Any]:
+    """Return the facts an error answer carries, typed (anything else is dropped)."""
+    raw_code = fields.get("error_code")
+    return {
+        "status_code": status_code,
+        "error_code": raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None,
+        "error": _str_or_none(fields.get("error")) or _str_or_none(fields.get("message")),
+        "request_id": _str_or_none(fields.get("request_id")),
+    }
+
+
 def interpret_response(
     status_code: int,
     body: bytes,
@@ -430,15 +447,8 @@ def interpret_response(
             )
         return payload
     fields = payload if isinstance(payload, dict) else {}
-    raw_code = fields.get("error_code")
-    error_code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
-    error = _str_or_none(fields.get("error")) or _str_or_none(fields.get("message"))
-    details: dict[str, Any] = {
-        "status_code": status_code,
-        "error_code": error_code,
-        "error": error,
-        "request_id": _str_or_none(fields.get("request_id")),
-    }
+    details = _error_details(status_code, fields)
+    error_code, error = details["error_code"], details["error"]
     said = f": {error}" if error else ""
     if status_code == 401 or (status_code == 400 and error_code == ERROR_CODE_KEY_REVOKED):
         why = "was rotated or revoked" if error_code == ERROR_CODE_KEY_REVOKED else "is missing or unknown"

@@ -18,9 +18,11 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_octopods._core import Answer, Failed, Failure, Send, wants_body
-from airflow_provider_octopods._http import ApiSettings, api_key, api_settings, ssl_context
+from airflow_provider_octopods._http import ApiSettings, ssl_context
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
     import aiohttp
     import requests
 
@@ -195,32 +197,6 @@ async def send_with_aiohttp(session: aiohttp.ClientSession, send: Send) -> Answe
         return _aiohttp_failure(err)
 
 
-async def _amask_secret(secret: str) -> None:
-    """
-    Register the key with the secrets masker without blocking the event loop.
-
-    Airflow 3 offers ``amask_secret`` (the sync call would make a blocking round trip to the
-    supervisor from the triggerer's loop); older versions only have the local, sync masker.
-    """
-    try:
-        from airflow.sdk.log import amask_secret
-    except ImportError:
-        from airflow.providers.common.compat.sdk import mask_secret
-
-        mask_secret(secret)
-    else:
-        await amask_secret(secret)
-
-
-async def _fetch_connection(conn_id: str) -> tuple[ApiSettings, str]:
-    from airflow.providers.common.compat.connection import get_async_connection
-
-    conn = await get_async_connection(conn_id)
-    settings, key = api_settings(conn), api_key(conn)
-    await _amask_secret(key)
-    return settings, key
-
-
 class ConnectionCache:
     """
     A connection's settings and key, read once per event loop and shared for ``TTL`` seconds.
@@ -239,14 +215,26 @@ class ConnectionCache:
     ] = weakref.WeakKeyDictionary()
 
     @classmethod
-    async def get(cls, conn_id: str, refresh: bool = False) -> tuple[ApiSettings, str]:
+    async def get(
+        cls,
+        conn_id: str,
+        fetch: Callable[[str], Coroutine[Any, Any, tuple[ApiSettings, str]]],
+        refresh: bool = False,
+    ) -> tuple[ApiSettings, str]:
+        """
+        Return the connection's settings and key.
+
+        :param conn_id: the connection id.
+        :param fetch: reads the connection when it is not cached (or ``refresh``).
+        :param refresh: read it again even if cached.
+        """
         loop = asyncio.get_running_loop()
         entries = cls._entries.setdefault(loop, {})
         entry = entries.get(conn_id)
         if isinstance(entry, tuple) and not refresh and time.monotonic() < entry[0]:
             return entry[1]
         if not isinstance(entry, asyncio.Task) or refresh:
-            entry = entries[conn_id] = loop.create_task(_fetch_connection(conn_id))
+            entry = entries[conn_id] = loop.create_task(fetch(conn_id))
             entry.add_done_callback(lambda task: cls._settle(entries, conn_id, task))
         return await asyncio.shield(entry)
 

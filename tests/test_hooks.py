@@ -243,7 +243,7 @@ def test_a_send_cut_off_after_the_request_left_is_not_marked_unsent(octopods_con
 
 
 async def test_async_hooks_on_one_loop_share_one_connection_lookup(octopods_conn, monkeypatch):
-    from airflow_provider_octopods import _transport as hooks_module
+    from airflow_provider_octopods.hooks import octopods as hooks_module
 
     lookups: list[str] = []
     fetch = hooks_module._fetch_connection

@@ -173,11 +173,17 @@ def test_malformed_success_answer_is_transient_not_a_crash(octopods_conn):
 
 
 def test_payload_carries_optional_fields_only_when_given():
-    assert _send_payload("+15551234567", "hi", None, None, None) == {
+    assert _send_payload("+15551234567", "hi") == {
         "destination_phone": "+15551234567",
         "body": "hi",
     }
-    assert _send_payload("+15551234567", "hi", "Ada", False, 42) == {
+    assert _send_payload(
+        "+15551234567",
+        "hi",
+        destination_user_name="Ada",
+        open_intercom_conversation=False,
+        intercom_teammate_id=42,
+    ) == {
         "destination_phone": "+15551234567",
         "body": "hi",
         "destination_user_name": "Ada",

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import requests
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from airflow.providers.http.hooks.http import HttpHook
 
 from airflow_provider_octopods import CONN_FIELDS, HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
-from airflow_provider_octopods._calls import probe_request, send_request, status_request
+from airflow_provider_octopods._calls import SendOptions, probe_request, send_request, status_request
 from airflow_provider_octopods._core import Exchange, Load, Notice, Pause, Request, Send, endpoint_request
 from airflow_provider_octopods._http import ApiSettings, api_key, api_settings, connection_label
 from airflow_provider_octopods._transport import (
@@ -218,15 +218,7 @@ class OctopodsHook(HttpHook):
         """
         return self._call(status_request(message_id))
 
-    def send_sms(
-        self,
-        destination_phone: str,
-        body: str,
-        *,
-        destination_user_name: str | None = None,
-        open_intercom_conversation: bool | None = None,
-        intercom_teammate_id: str | int | None = None,
-    ) -> SentSms:
+    def send_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> SentSms:
         """
         Send an SMS. It is sent at most once: a transient failure is raised, never retried blindly.
 
@@ -236,9 +228,7 @@ class OctopodsHook(HttpHook):
         :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
         :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
         """
-        request = send_request(
-            destination_phone, body, destination_user_name, open_intercom_conversation, intercom_teammate_id
-        )
+        request = send_request(destination_phone, body, **options)
         return SentSms.from_api(self._call(request))
 
     def test_connection(self) -> tuple[bool, str]:
@@ -262,6 +252,30 @@ class OctopodsHook(HttpHook):
             self.close()
             self._credentials = None
         return True, ok
+
+
+async def _amask_secret(secret: str) -> None:
+    """
+    Register the key with the secrets masker without blocking the event loop.
+
+    Airflow 3 offers ``amask_secret`` (the sync call would make a blocking round trip to the
+    supervisor from the triggerer's loop); older versions only have the local, sync masker.
+    """
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:
+        mask_secret(secret)
+    else:
+        await amask_secret(secret)
+
+
+async def _fetch_connection(conn_id: str) -> tuple[ApiSettings, str]:
+    from airflow.providers.common.compat.connection import get_async_connection
+
+    conn = await get_async_connection(conn_id)
+    settings, key = api_settings(conn), api_key(conn)
+    await _amask_secret(key)
+    return settings, key
 
 
 class OctopodsAsyncHook(BaseHook):
@@ -298,7 +312,7 @@ class OctopodsAsyncHook(BaseHook):
 
     async def _load_connection(self, refresh: bool = False) -> tuple[ApiSettings, str]:
         if self._credentials is None or refresh:
-            self._credentials = await ConnectionCache.get(self.octopods_conn_id, refresh=refresh)
+            self._credentials = await ConnectionCache.get(self.octopods_conn_id, _fetch_connection, refresh)
         return self._credentials
 
     async def close(self) -> None:
@@ -334,15 +348,7 @@ class OctopodsAsyncHook(BaseHook):
         """
         return await self._call(status_request(message_id, timeout))
 
-    async def send_sms(
-        self,
-        destination_phone: str,
-        body: str,
-        *,
-        destination_user_name: str | None = None,
-        open_intercom_conversation: bool | None = None,
-        intercom_teammate_id: str | int | None = None,
-    ) -> SentSms:
+    async def send_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> SentSms:
         """
         Send an SMS once (see :meth:`OctopodsHook.send_sms` for the arguments).
 
@@ -352,7 +358,5 @@ class OctopodsAsyncHook(BaseHook):
         :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
         :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
         """
-        request = send_request(
-            destination_phone, body, destination_user_name, open_intercom_conversation, intercom_teammate_id
-        )
+        request = send_request(destination_phone, body, **options)
         return SentSms.from_api(await self._call(request))
