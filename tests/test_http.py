@@ -279,3 +279,27 @@ def test_a_default_port_spelled_out_is_the_same_origin(here, location):
 def test_cross_origin_redirect_is_refused(location):
     with pytest.raises(OctopodsBadRequestError, match="the API key was not sent there"):
         redirect_target("https://app.octopods.io/api/v1/sms/messages/1", location)
+
+
+def test_errors_travel_as_facts_and_old_dicts_still_load():
+    from airflow_provider_octopods.exceptions import OctopodsCertificateError, error_from_dict
+
+    with pytest.raises(OctopodsTransientError) as raised:
+        interpret_response(429, body({"error": "Slow down", "request_id": "r9"}), {"Retry-After": "4"}, "c")
+    rebuilt = error_from_dict(json.loads(json.dumps(raised.value.to_dict())))
+    assert isinstance(rebuilt, OctopodsTransientError)
+    assert (rebuilt.request_sent, rebuilt.retry_after, rebuilt.status_code, rebuilt.request_id) == (
+        False,
+        4.0,
+        429,
+        "r9",
+    )
+    assert str(rebuilt) == str(raised.value)
+
+    certificate = error_from_dict(OctopodsCertificateError("The TLS certificate ...").to_dict())
+    assert type(certificate) is OctopodsCertificateError and certificate.request_sent is False
+
+    # A dict written by 0.1.0 (a trigger event still in the metadata DB) has no request_sent.
+    old = {"type": "OctopodsTransientError", "message": "HTTP 503; will ask again.", "status_code": 503}
+    loaded = error_from_dict(old)
+    assert isinstance(loaded, OctopodsTransientError) and loaded.request_sent is True

@@ -190,3 +190,23 @@ def test_payload_carries_optional_fields_only_when_given():
         "open_intercom_conversation": False,
         "intercom_teammate_id": 42,
     }
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_answer_to_a_send_is_never_followed_and_never_called_refused(status, octopods_conn):
+    # Regression (issue 10 #4): the body was re-POSTed to the Location, and the 405 that followed
+    # was reported as "Octopods refused the request" though the send had been accepted.
+    from airflow_provider_octopods.exceptions import OctopodsSendUnconfirmedError
+    from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
+
+    octopods_conn.inject(Reply(status, b"", {"Location": "/api/v1/sms/messages/4829999"}))
+    with pytest.raises(OctopodsTransientError) as err:
+        OctopodsHook().send_sms("+15551234567", "hi")
+    assert err.value.request_sent is True and err.value.status_code == status
+    assert "may have been processed" in str(err.value)
+
+    octopods_conn.inject(Reply(status, b"", {"Location": "/api/v1/sms/messages/4829999"}))
+    operator = OctopodsSendSmsOperator(task_id="send", destination_phone="+15551234567", body="hi")
+    with pytest.raises(OctopodsSendUnconfirmedError, match="The SMS may have been sent"):
+        operator.execute({})
+    assert [r.method for r in octopods_conn.requests] == ["POST", "POST"], "one POST per send, nothing else"
