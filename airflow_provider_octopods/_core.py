@@ -212,7 +212,7 @@ def failure_error(failed: Failed, settings: ApiSettings, send: Send, path: str) 
         return OctopodsTransientError(
             f"Octopods did not answer {send.method} {path} within {send.timeout:.3g} s."
         )
-    return OctopodsTransientError("The connection to Octopods broke before the whole answer arrived.")
+    return OctopodsTransientError("The connection to Octopods broke while reading the answer.")
 
 
 def _unfollowed(method: str, path: str, status: int) -> OctopodsTransientError:

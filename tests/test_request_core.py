@@ -299,7 +299,7 @@ ROWS = [
         "reset-mid-body",
         Scripted(lambda env: Reset()),
         "OctopodsTransientError",
-        r"The connection to Octopods broke before the whole answer arrived\.",
+        r"The connection to Octopods broke while reading the answer\.",
         request_sent=True,
     ),
     Row(
