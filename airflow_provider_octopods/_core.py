@@ -27,6 +27,7 @@ from airflow_provider_octopods._http import (
     ApiSettings,
     ca_bundle,
     interpret_response,
+    proxy_for,
     redirect_target,
     request_headers,
 )
@@ -126,6 +127,7 @@ class Send:
     Action: send one HTTP request, read at most ``limit + 1`` bytes of its answer.
 
     :param ca_bundle: the CA bundle to verify the server with; None when verification is off.
+    :param proxy: the proxy to go through (:func:`~airflow_provider_octopods._http.proxy_for`), or None.
     """
 
     method: str
@@ -135,6 +137,7 @@ class Send:
     connect_timeout: float
     timeout: float
     ca_bundle: str | None
+    proxy: str | None = None
     limit: int = MAX_RESPONSE_BYTES
 
 
@@ -241,6 +244,7 @@ def _follow(
             min(CONNECT_TIMEOUT, total),
             total,
             ca_bundle(settings.verify),
+            proxy_for(url),
         )
         outcome = yield send
         path = urlsplit(url).path

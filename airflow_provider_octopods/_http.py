@@ -189,6 +189,49 @@ def ssl_context(bundle: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=bundle)
 
 
+#: The environment variables of the proxy decision, lowercase first as in ``urllib`` and ``requests``.
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def proxy_for(url: str) -> str | None:
+    """
+    Return the proxy to reach ``url`` through, or None: the one proxy decision of both transports.
+
+    ``HTTPS_PROXY`` (for https://) or ``HTTP_PROXY`` (for http://), else ``ALL_PROXY``; none when
+    the host matches ``NO_PROXY`` (``*``, a host name or domain suffix, ``host:port``, or an IP
+    network such as ``10.0.0.0/8``). Lowercase variables win over uppercase ones.
+
+    :param url: the URL of the request.
+    """
+    env = tuple(os.environ.get(name) or os.environ.get(name.upper()) or "" for name in _PROXY_VARIABLES)
+    return _proxy_for(origin(url), env)
+
+
+@lru_cache(maxsize=64)
+def _proxy_for(where: tuple[str, str | None, int | None], env: tuple[str, ...]) -> str | None:
+    scheme, host, port = where
+    http, https, every, no_proxy = env
+    proxy = {"http": http, "https": https}.get(scheme) or every
+    if not proxy or _bypassed(host or "", port, no_proxy):
+        return None
+    return proxy
+
+
+def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` names ``host`` (or ``host:port``)."""
+    host = host.lower()
+    for entry in (e.strip().lower().lstrip(".") for e in no_proxy.split(",")):
+        if entry == "*" or entry in (host, f"{host}:{port}") or (entry and host.endswith(f".{entry}")):
+            return True
+        if "/" in entry:
+            try:
+                if ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
 def api_settings(conn: Any, label: str | None = None) -> ApiSettings:
     """
     Read :class:`ApiSettings` from an Airflow connection of type ``octopods``.

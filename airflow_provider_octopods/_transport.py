@@ -6,7 +6,8 @@ The two transports of the request core: they move bytes and name failures, nothi
 :class:`~airflow_provider_octopods._core.Answer` or a :class:`~airflow_provider_octopods._core.Failed`
 whose :class:`~airflow_provider_octopods._core.Failure` says what went wrong. What that means
 (sent or not, retry or not, which error) is decided by :mod:`airflow_provider_octopods._core`.
-Both honour ``HTTP(S)_PROXY`` and ``NO_PROXY`` and verify servers with the same CA bundle.
+Neither reads the environment: the proxy (``HTTP(S)_PROXY``, ``NO_PROXY``) and the CA bundle come
+in the ``Send``, decided once for both by :mod:`airflow_provider_octopods._http`.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ def send_with_requests(session: requests.Session, send: Send) -> Answer | Failed
             timeout=(send.connect_timeout, send.timeout),
             allow_redirects=False,
             stream=True,
-            # Per request: REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE would override it otherwise.
             verify=send.ca_bundle or False,
+            proxies={"http": send.proxy, "https": send.proxy} if send.proxy else {},
         )
     except requests.RequestException as err:
         return _requests_failure(err)
@@ -188,6 +189,7 @@ async def send_with_aiohttp(session: aiohttp.ClientSession, send: Send) -> Answe
             data=send.body,
             allow_redirects=False,
             ssl=ssl_context(send.ca_bundle) if send.ca_bundle else False,
+            proxy=send.proxy,
             timeout=timeout,
         ) as response:
             if not wants_body(response.status, response.headers, send.limit):
@@ -255,8 +257,9 @@ class SessionPool:
     A triggerer running a thousand Octopods triggers keeps one connection pool with keep-alive
     instead of a session (and a TCP connection) per trigger or per poll. Hooks take a reference
     with :meth:`acquire` and give it back with :meth:`release`; the last one out closes the
-    session. The session has no cookie jar, reads proxies from the environment like ``requests``
-    (``trust_env``), and the key is set per request, never on the session.
+    session. The session has no cookie jar and reads nothing from the environment (no
+    ``trust_env``): the proxy and the key are set per request by the request core, never on the
+    session.
     """
 
     _entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
@@ -273,7 +276,6 @@ class SessionPool:
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None),
-                trust_env=True,
             )
             entry = cls._entries[loop] = [session, 0]
         entry[1] += 1

@@ -303,3 +303,36 @@ def test_errors_travel_as_facts_and_old_dicts_still_load():
     old = {"type": "OctopodsTransientError", "message": "HTTP 503; will ask again.", "status_code": 503}
     loaded = error_from_dict(old)
     assert isinstance(loaded, OctopodsTransientError) and loaded.request_sent is True
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "expected"),
+    [
+        ({}, "https://app.octopods.io/api", None),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "https://app.octopods.io/api", "http://proxy:3128"),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "http://127.0.0.1:8765/api", None),
+        ({"HTTP_PROXY": "http://proxy:3128"}, "http://127.0.0.1:8765/api", "http://proxy:3128"),
+        ({"ALL_PROXY": "http://every:1"}, "https://app.octopods.io/api", "http://every:1"),
+        (
+            {"https_proxy": "http://lower:1", "HTTPS_PROXY": "http://upper:1"},
+            "https://a.io/",
+            "http://lower:1",
+        ),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, "https://app.octopods.io/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".octopods.io"}, "https://app.octopods.io/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "octopods.io"}, "https://app.octopods.io/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "pods.io"}, "https://app.octopods.io/", "http://p:1"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "app.octopods.io:443"}, "https://app.octopods.io/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8"}, "https://10.1.2.3/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8"}, "https://11.1.2.3/", "http://p:1"),
+    ],
+)
+def test_one_proxy_decision_for_both_transports(env, url, expected, monkeypatch):
+    from airflow_provider_octopods._http import proxy_for
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(url) == expected

@@ -123,8 +123,8 @@ class OctopodsHook(HttpHook):
         """
         Return the hook's ``requests`` session, created on first use and reused afterwards.
 
-        The session carries no credentials and no TLS setting: the request core adds the key and
-        the CA bundle to each request. Proxies come from ``HTTP(S)_PROXY``/``NO_PROXY``.
+        The session carries no credentials and no TLS or proxy setting, and ignores the
+        environment: the request core adds the key, the CA bundle and the proxy to each request.
 
         :param headers: extra headers for every request of the session.
         :param extra_options: not supported (give the connection's extras instead).
@@ -135,6 +135,9 @@ class OctopodsHook(HttpHook):
             )
         if self._session is None:
             self._session = requests.Session()
+            # The request core decides proxies and CAs (the same for the async hook): requests
+            # must not add its own from the environment (HTTP(S)_PROXY, REQUESTS_CA_BUNDLE, .netrc).
+            self._session.trust_env = False
             # Redirects are never followed by requests (allow_redirects=False on every request)
             # but by the request core. Do not set max_redirects to 0: requests then raises
             # TooManyRedirects on any redirect answer, even one it does not follow.
