@@ -47,10 +47,12 @@ class OctopodsHook(HttpHook):
     Transient trouble (HTTP 429 and 5xx, unreadable answers, connection errors, timeouts) is
     retried ``max_retries`` times with capped, jittered backoff that honours ``Retry-After``.
     When Octopods rejects the key, the connection is read again once, so a key rotated in Airflow
-    while a sensor waits is picked up.
+    while a sensor waits is picked up. Every call, :meth:`run` included, goes through the request
+    core (``airflow_provider_octopods._core``) that the async hook shares.
 
     :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>` to use.
-    :param max_retries: how many times to retry a transient failure before raising it.
+    :param max_retries: how many times to retry a transient failure of a GET before raising it.
+    :param method: the default HTTP method of :meth:`run` (``HttpHook``'s ``method``).
     """
 
     conn_name_attr = "octopods_conn_id"
