@@ -198,7 +198,11 @@ class TinyProxy:
             ready.set()
             loop.run_forever()
             server.close()
-            loop.run_until_complete(server.wait_closed())
+            pending = asyncio.all_tasks(loop)
+            for task in pending:  # open tunnels: end them before the loop closes
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=serve, daemon=True, name="tiny-proxy")
