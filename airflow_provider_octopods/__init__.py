@@ -92,4 +92,13 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Off by default: the API key would travel unencrypted.",
         "schema": {"type": ["boolean", "null"]},
     },
+    "verify": {
+        "label": "TLS verification (CA bundle path, or false)",
+        "description": (
+            "Empty: verify Octopods' certificate with the default CA bundle. A path: verify with that "
+            "CA bundle (PEM; it must exist on workers and triggerers). Only false, 0, no or off turns "
+            "certificate checks off."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
 }

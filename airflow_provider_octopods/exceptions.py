@@ -101,11 +101,15 @@ class OctopodsAuthError(OctopodsApiError, AirflowFailException):
 
 class OctopodsTransientError(OctopodsApiError):
     """
-    Trouble that may pass: HTTP 429 or 5xx, an unreadable body, a connection error or a timeout.
+    Trouble that may pass: HTTP 408, 425, 429 or 5xx, an unreadable body, a connection error or a timeout.
+
+    The message states facts only; the caller says what it does next (retry, poll again, fail).
 
     :param retry_after: seconds the server asked us to wait (``Retry-After``), if it said.
-    :param request_sent: False when no connection could be opened, so the request certainly
-        never reached Octopods (a send may then be repeated safely).
+    :param request_sent: False exactly when Octopods certainly did not process the request: no
+        connection could be opened (DNS, connect, TLS handshake, proxy ``CONNECT``), or Octopods
+        answered 408, 425 or 429. A send may then be repeated safely. True otherwise (the request
+        may have been processed: a timeout, a connection broken mid-answer, a 5xx).
     """
 
     def __init__(
@@ -136,6 +140,17 @@ class OctopodsTimeoutError(OctopodsError, AirflowSensorTimeout):
     """The wait for delivery passed its deadline; the message names the last status seen."""
 
 
+class OctopodsCertificateError(OctopodsError, AirflowFailException):
+    """
+    The TLS certificate of the Octopods URL (or of a proxy) could not be verified; nothing was sent.
+
+    Waiting does not fix a certificate: the task fails without retries, and the message says how
+    to trust the right CA (the connection's ``verify`` extra).
+    """
+
+    request_sent = False
+
+
 _ERROR_TYPES: dict[str, type[OctopodsError]] = {
     cls.__name__: cls
     for cls in (
@@ -147,6 +162,7 @@ _ERROR_TYPES: dict[str, type[OctopodsError]] = {
         OctopodsDeliveryError,
         OctopodsTimeoutError,
         OctopodsSendUnconfirmedError,
+        OctopodsCertificateError,
     )
 }
 

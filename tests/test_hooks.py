@@ -112,8 +112,29 @@ def test_test_connection_good_and_bad_key(octopods_conn, monkeypatch):
     )
     ok, message = OctopodsHook().test_connection()
     assert not ok
-    assert message.startswith("Octopods rejected the Channel API key of connection 'octopods_default'")
+    assert message.startswith("Octopods rejected the Channel API key of this connection")
     assert "not-the-key" not in message
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"password": "not-the-key"}, "Octopods rejected the Channel API key of this connection"),
+        ({"host": "http://127.0.0.1:9"}, "Could not reach Octopods at http://127.0.0.1:9"),
+        ({"extra": {"timeout": "soon"}}, "Invalid extra 'timeout' of this connection"),
+        ({"password": ""}, "This connection has no Channel API key"),
+    ],
+)
+def test_the_connection_test_never_names_the_random_id_of_the_tested_copy(
+    octopods_conn, monkeypatch, change, expected
+):
+    # Regression (issue 10 #15): Airflow tests a temporary copy under a random id, which the
+    # messages named ("... of connection 'KXxLFgAc'").
+    monkeypatch.setenv("AIRFLOW_CONN_KXXLFGAC", json.dumps({**octopods_conn.connection_extra(), **change}))
+    ok, message = OctopodsHook("KXxLFgAc").test_connection()
+    assert not ok
+    assert expected in message
+    assert "KXxLFgAc" not in message
 
 
 def test_repr_and_errors_never_show_the_key(octopods_conn):
@@ -247,7 +268,49 @@ async def test_async_hooks_on_one_loop_share_one_connection_lookup(octopods_conn
         await hook.close()
 
 
-def test_httphook_run_is_refused_with_a_pointer_to_the_real_methods(octopods_conn):
-    with pytest.raises(NotImplementedError, match=r"call get_sms_status\(message_id\) or send_sms"):
-        OctopodsHook().run("/api/v1/sms/messages/1")
+def test_httphook_run_calls_any_endpoint_with_the_key_and_the_error_rules(octopods_conn):
+    # Issue 11 part 3: the inherited run() works instead of refusing.
+    message_id = octopods_conn.add_message("delivered")
+    hook = OctopodsHook()
+
+    answer = hook.run(f"api/v1/sms/messages/{message_id}")
+    assert answer["status"] == "delivered" and answer["message_id"] == message_id
+    sent = hook.run(
+        "/api/v1/sms/messages", data={"destination_phone": "+15551234567", "body": "hi"}, method="POST"
+    )
+    assert isinstance(sent["message_id"], int)
+    posted = OctopodsHook(method="POST").run(
+        "/api/v1/sms/messages", data=json.dumps({"destination_phone": "+15551234567", "body": "hi"})
+    )
+    assert posted["message_id"] != sent["message_id"]
+    assert all(r.had_key for r in octopods_conn.requests)
+
+    with pytest.raises(OctopodsBadRequestError, match=r"HTTP 4\d\d"):
+        hook.run("api/v1/sms/messages/999")
+    octopods_conn.revoke_key()
+    with pytest.raises(OctopodsAuthError, match="connection 'octopods_default'"):
+        hook.run(f"api/v1/sms/messages/{message_id}")
+    hook.close()
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["https://evil.example.com/api", "//evil.example.com/api", "", None, "api/v1/sms messages"]
+)
+def test_httphook_run_takes_only_a_path_of_the_connection(octopods_conn, endpoint):
+    with pytest.raises(OctopodsInputError, match="endpoint"):
+        OctopodsHook().run(endpoint)
     assert octopods_conn.request_count() == 0
+
+
+def test_httphook_run_refuses_options_it_would_ignore(octopods_conn):
+    with pytest.raises(OctopodsInputError, match=r"\['verify'\] are not supported"):
+        OctopodsHook().run("api/v1/sms/messages/1", extra_options={"verify": False})
+    assert octopods_conn.request_count() == 0
+
+
+def test_httphook_run_sends_data_as_the_query_of_a_get(octopods_conn):
+    message_id = octopods_conn.add_message("delivered")
+    hook = OctopodsHook()
+    hook.run(f"api/v1/sms/messages/{message_id}", data={"fields": "status"})
+    assert octopods_conn.requests[-1].path == f"/api/v1/sms/messages/{message_id}"
+    hook.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -81,12 +82,82 @@ def test_plain_http_to_remote_host_needs_explicit_opt_in():
 
 
 def test_timeout_and_verify_extras():
+    import certifi
+
     assert api_settings(conn(extra={"timeout": "5"})).timeout == 5.0
     assert api_settings(conn()).verify is True
     assert api_settings(conn(extra={"verify": False})).verify is False
-    assert api_settings(conn(extra={"verify": "/etc/ssl/ca.pem"})).verify == "/etc/ssl/ca.pem"
+    assert api_settings(conn(extra={"verify": certifi.where()})).verify == certifi.where()
     with pytest.raises(OctopodsInputError, match="extra 'timeout'"):
         api_settings(conn(extra={"timeout": "soon"}))
+
+
+@pytest.mark.parametrize("value", [False, "false", "False", " 0 ", "no", "OFF", 0])
+def test_only_an_explicit_false_turns_tls_verification_off(value):
+    assert api_settings(conn(extra={"verify": value})).verify is False
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", True, "true", "1", "yes", "on", 1])
+def test_null_empty_or_true_keep_tls_verification_on(value):
+    # Regression (issue 10 #1): null and "" turned verification off.
+    settings = api_settings(conn(extra={"verify": value} if value is not None else {"verify": None}))
+    assert settings.verify is True
+
+
+@pytest.mark.parametrize(
+    "path", ["corp-ca.pem", "C:\\certs\\corp.pem", "certs/missing.pem", "/no/such/ca.pem"]
+)
+def test_a_ca_bundle_that_does_not_exist_is_a_clear_input_error(path, tmp_path, monkeypatch):
+    # Regression (issue 10 #1): a relative or Windows path turned verification off.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OctopodsInputError) as err:
+        api_settings(conn(extra={"verify": path}, conn_id="sms"))
+    message = str(err.value)
+    assert "extra 'verify' of connection 'sms'" in message
+    assert repr(path) in message and "does not exist" in message
+
+
+def test_a_relative_ca_bundle_that_exists_is_used(tmp_path, monkeypatch):
+    import certifi
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corp-ca.pem").write_bytes(Path(certifi.where()).read_bytes())
+    assert api_settings(conn(extra={"verify": "corp-ca.pem"})).verify == "corp-ca.pem"
+
+
+def test_a_ca_bundle_that_is_not_pem_is_a_clear_input_error(tmp_path):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(OctopodsInputError, match="could not be loaded"):
+        api_settings(conn(extra={"verify": str(bad)}))
+
+
+@pytest.mark.parametrize("value", [[], {}, 2, 0.5])
+def test_a_verify_value_of_another_type_is_refused(value):
+    with pytest.raises(OctopodsInputError, match="neither true, false nor a CA bundle path"):
+        api_settings(conn(extra={"verify": value}))
+
+
+@pytest.mark.parametrize(
+    ("key", "what"),
+    [
+        ("octo-key\nsecond-line", "a line break at position 9"),
+        ("octo\tkey", "a control character at position 5"),
+        ("octo\x7fkey", "a control character at position 5"),
+        ("\u201coctokey\u201d", "a character outside Latin-1 (a curly quote?) at position 1"),
+    ],
+)
+def test_a_key_that_cannot_travel_in_a_header_is_refused_naming_the_password_field(key, what):
+    # Regression (issue 10 #2): such a key was "Could not reach Octopods" (transient) or a bare ValueError.
+    with pytest.raises(OctopodsInputError) as err:
+        api_key(conn(password=key, conn_id="sms"))
+    message = str(err.value)
+    assert "password (Channel API key) of connection 'sms'" in message and what in message
+    assert key.strip() not in message
+
+
+def test_a_latin1_key_with_inner_spaces_is_kept():
+    assert api_key(conn(password=" octo key\u00e9 ")) == "octo key\u00e9"
 
 
 def test_missing_key_is_an_auth_error_that_says_where_to_put_it():
@@ -141,11 +212,19 @@ def test_provider_error_4_may_be_retried_by_the_task():
     assert "SMS provider error" in str(err.value)
 
 
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
 def test_transient_statuses(status):
     with pytest.raises(OctopodsTransientError, match=f"HTTP {status}") as err:
         interpret_response(status, b"<html>busy</html>", {"Retry-After": "3"}, "c")
     assert err.value.retry_after == 3.0
+    # 408, 425 and 429 say the request was not processed; a 5xx leaves it open.
+    assert err.value.request_sent is (status >= 500)
+    assert "will ask again" not in str(err.value)
+
+
+def test_the_auth_error_of_a_connection_test_says_this_connection():
+    with pytest.raises(OctopodsAuthError, match="of this connection: the key"):
+        interpret_response(401, body({"error": "Unauthorized"}), {}, None)
 
 
 def test_retry_after_forms():
@@ -180,9 +259,80 @@ def test_same_origin_redirect_is_followed():
 
 
 @pytest.mark.parametrize(
+    ("here", "location"),
+    [
+        ("https://app.octopods.io/api/v1/sms/messages/1", "https://app.octopods.io:443/api/x"),
+        ("https://app.octopods.io:443/api/v1/sms/messages/1", "https://app.octopods.io/api/x"),
+        ("http://127.0.0.1/api/v1/sms/messages/1", "http://127.0.0.1:80/api/x"),
+        ("https://APP.octopods.io/api/v1/sms/messages/1", "HTTPS://app.octopods.io/api/x"),
+    ],
+)
+def test_a_default_port_spelled_out_is_the_same_origin(here, location):
+    # Regression (issue 10 #14): https://host and https://host:443 were different origins.
+    assert redirect_target(here, location).endswith("/api/x")
+
+
+@pytest.mark.parametrize(
     "location",
     ["https://evil.example.com/x", "http://app.octopods.io/x", "https://app.octopods.io:444/x", "//evil/x"],
 )
 def test_cross_origin_redirect_is_refused(location):
     with pytest.raises(OctopodsBadRequestError, match="the API key was not sent there"):
         redirect_target("https://app.octopods.io/api/v1/sms/messages/1", location)
+
+
+def test_errors_travel_as_facts_and_old_dicts_still_load():
+    from airflow_provider_octopods.exceptions import OctopodsCertificateError, error_from_dict
+
+    with pytest.raises(OctopodsTransientError) as raised:
+        interpret_response(429, body({"error": "Slow down", "request_id": "r9"}), {"Retry-After": "4"}, "c")
+    rebuilt = error_from_dict(json.loads(json.dumps(raised.value.to_dict())))
+    assert isinstance(rebuilt, OctopodsTransientError)
+    assert (rebuilt.request_sent, rebuilt.retry_after, rebuilt.status_code, rebuilt.request_id) == (
+        False,
+        4.0,
+        429,
+        "r9",
+    )
+    assert str(rebuilt) == str(raised.value)
+
+    certificate = error_from_dict(OctopodsCertificateError("The TLS certificate ...").to_dict())
+    assert type(certificate) is OctopodsCertificateError and certificate.request_sent is False
+
+    # A dict written by 0.1.0 (a trigger event still in the metadata DB) has no request_sent.
+    old = {"type": "OctopodsTransientError", "message": "HTTP 503; will ask again.", "status_code": 503}
+    loaded = error_from_dict(old)
+    assert isinstance(loaded, OctopodsTransientError) and loaded.request_sent is True
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "expected"),
+    [
+        ({}, "https://app.octopods.io/api", None),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "https://app.octopods.io/api", "http://proxy:3128"),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "http://127.0.0.1:8765/api", None),
+        ({"HTTP_PROXY": "http://proxy:3128"}, "http://127.0.0.1:8765/api", "http://proxy:3128"),
+        ({"ALL_PROXY": "http://every:1"}, "https://app.octopods.io/api", "http://every:1"),
+        (
+            {"https_proxy": "http://lower:1", "HTTPS_PROXY": "http://upper:1"},
+            "https://a.io/",
+            "http://lower:1",
+        ),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, "https://app.octopods.io/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".octopods.io"}, "https://app.octopods.io/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "octopods.io"}, "https://app.octopods.io/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "pods.io"}, "https://app.octopods.io/", "http://p:1"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "app.octopods.io:443"}, "https://app.octopods.io/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8"}, "https://10.1.2.3/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8"}, "https://11.1.2.3/", "http://p:1"),
+    ],
+)
+def test_one_proxy_decision_for_both_transports(env, url, expected, monkeypatch):
+    from airflow_provider_octopods._http import proxy_for
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(url) == expected

@@ -34,12 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_octopods import _http
 from airflow_provider_octopods._http import AUTH_HEADER, MAX_RESPONSE_BYTES
 from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,
     OctopodsBadRequestError,
+    OctopodsCertificateError,
     OctopodsError,
     OctopodsInputError,
     OctopodsTransientError,
@@ -384,8 +386,12 @@ def test_tls_certificates_are_verified_by_default(client, tls_server, monkeypatc
     server, cert = tls_server
     use_connection(monkeypatch, server.url)
 
-    with pytest.raises(OctopodsTransientError, match=r"SSLError|Certificate"):
-        get_status(client, 5)
+    # Regression (issue 10 #5): a certificate failure was transient (waited on until the deadline).
+    with pytest.raises(OctopodsCertificateError, match=r"could not be verified .*so nothing was sent") as err:
+        get_status(client, 5, max_retries=2)
+    assert not isinstance(err.value, OctopodsTransientError)
+    assert isinstance(err.value, AirflowFailException), "no task retry can fix a certificate"
+    assert 'extra "verify"' in str(err.value)
     assert server.seen == [], "the handshake failed: no request, no key, reached the server"
 
     use_connection(monkeypatch, server.url, verify=str(cert))  # trust this certificate explicitly
@@ -393,6 +399,67 @@ def test_tls_certificates_are_verified_by_default(client, tls_server, monkeypatc
     use_connection(monkeypatch, server.url, verify=False)  # or opt out of verification, explicitly
     assert get_status(client, 6).status == "delivered"
     assert [s.had_key for s in server.seen] == [True, True]
+
+
+def run_trigger(message_id: int) -> dict[str, Any]:
+    """Run a trigger on a new event loop to its first event."""
+    return asyncio.run(first_event_with_lag(make_trigger(message_id, timeout=5)))[0]
+
+
+WAYS = ["sync", "async", "send-sync", "send-async", "trigger", "test_connection"]
+
+
+def fail_every_way(way: str) -> BaseException | tuple[bool, str]:
+    """Use the connection one way; return the error it raised (the trigger: rebuilt from its event)."""
+    from airflow_provider_octopods.exceptions import error_from_dict
+
+    if way == "test_connection":
+        return OctopodsHook().test_connection()
+    if way == "trigger":
+        event = run_trigger(5)
+        assert event["status"] == "error", event
+        return error_from_dict(event["error"])
+    with pytest.raises(OctopodsError) as err:
+        if way.startswith("send-"):
+            send(way.removeprefix("send-"), "+15551234567")
+        else:
+            get_status(way, 5, max_retries=2)
+    return err.value
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("path", ["corp-ca.pem", "/no/such/dir/ca.pem"])
+def test_a_ca_bundle_that_does_not_exist_is_an_input_error_in_every_path(way, path, conn, monkeypatch):
+    # Regression (issue 10 #1): verify=<relative path> turned TLS checks off; a missing absolute
+    # path was a bare OSError in the hook and a FileNotFoundError crash in the trigger.
+    use_connection(monkeypatch, conn.url, conn.api_key, verify=path)
+    outcome = fail_every_way(way)
+    if way == "test_connection":
+        assert outcome[0] is False
+        assert "extra 'verify' of this connection" in outcome[1] and path in outcome[1]
+    else:
+        assert isinstance(outcome, OctopodsInputError), repr(outcome)
+        assert "extra 'verify' of connection 'octopods_default'" in str(outcome)
+        assert f"{path!r}" in str(outcome) and "does not exist" in str(outcome)
+    assert conn.request_count() == 0
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("bad", ["\n", "\x00", "\u201d"])
+def test_a_key_that_cannot_travel_in_a_header_is_a_final_error_in_every_path(way, bad, conn, monkeypatch):
+    # Regression (issue 10 #2): "Could not reach Octopods" (transient) in the sync hook, "may have
+    # been sent" for a send, UnicodeEncodeError from test_connection, a bare ValueError in the trigger.
+    key = f"octo-{bad}key-123"
+    use_connection(monkeypatch, conn.url, key)
+    outcome = fail_every_way(way)
+    if way == "test_connection":
+        assert outcome[0] is False
+        assert "password (Channel API key) of this connection" in outcome[1]
+    else:
+        assert isinstance(outcome, OctopodsInputError), repr(outcome)
+        assert "password (Channel API key) of connection 'octopods_default'" in str(outcome)
+        assert key.strip() not in str(outcome)
+    assert conn.request_count() == 0
 
 
 # -- input -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from airflow_provider_octopods._calls import send_payload as _send_payload
 from airflow_provider_octopods.exceptions import (
     OctopodsApiError,
     OctopodsAuthError,
@@ -17,7 +18,7 @@ from airflow_provider_octopods.exceptions import (
     OctopodsInputError,
     OctopodsTransientError,
 )
-from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook, _send_payload
+from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook
 from airflow_provider_octopods.models import SentSms
 from airflow_provider_octopods.testing import Reply
 from tests.conftest import TEST_API_KEY
@@ -172,14 +173,40 @@ def test_malformed_success_answer_is_transient_not_a_crash(octopods_conn):
 
 
 def test_payload_carries_optional_fields_only_when_given():
-    assert _send_payload("+15551234567", "hi", None, None, None) == {
+    assert _send_payload("+15551234567", "hi") == {
         "destination_phone": "+15551234567",
         "body": "hi",
     }
-    assert _send_payload("+15551234567", "hi", "Ada", False, 42) == {
+    assert _send_payload(
+        "+15551234567",
+        "hi",
+        destination_user_name="Ada",
+        open_intercom_conversation=False,
+        intercom_teammate_id=42,
+    ) == {
         "destination_phone": "+15551234567",
         "body": "hi",
         "destination_user_name": "Ada",
         "open_intercom_conversation": False,
         "intercom_teammate_id": 42,
     }
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_answer_to_a_send_is_never_followed_and_never_called_refused(status, octopods_conn):
+    # Regression (issue 10 #4): the body was re-POSTed to the Location, and the 405 that followed
+    # was reported as "Octopods refused the request" though the send had been accepted.
+    from airflow_provider_octopods.exceptions import OctopodsSendUnconfirmedError
+    from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
+
+    octopods_conn.inject(Reply(status, b"", {"Location": "/api/v1/sms/messages/4829999"}))
+    with pytest.raises(OctopodsTransientError) as err:
+        OctopodsHook().send_sms("+15551234567", "hi")
+    assert err.value.request_sent is True and err.value.status_code == status
+    assert "may have been processed" in str(err.value)
+
+    octopods_conn.inject(Reply(status, b"", {"Location": "/api/v1/sms/messages/4829999"}))
+    operator = OctopodsSendSmsOperator(task_id="send", destination_phone="+15551234567", body="hi")
+    with pytest.raises(OctopodsSendUnconfirmedError, match="The SMS may have been sent"):
+        operator.execute({})
+    assert [r.method for r in octopods_conn.requests] == ["POST", "POST"], "one POST per send, nothing else"

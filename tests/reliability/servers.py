@@ -16,6 +16,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -131,3 +132,85 @@ def server_tls_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
 
 def status_body(message_id: int, status: str = "delivered") -> dict[str, Any]:
     return {"request_id": "req-tiny", "message_id": message_id, "status": status}
+
+
+class TinyProxy:
+    """
+    An HTTP proxy on 127.0.0.1 in a background thread: ``CONNECT`` tunnels and plain forwarding.
+
+    It records what it was asked for (``CONNECT host:port`` or the absolute URL of a forwarded
+    request) in :attr:`seen`. With ``refuse`` it answers every request ``403 Forbidden`` instead,
+    as a proxy whose policy forbids the destination.
+
+    :param refuse: answer 403 to everything.
+    """
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.port = 0
+        self.seen: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target, version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+        self.seen.append(f"{method} {target}")
+        if self.refuse:
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:  # forward an absolute-form request in origin form, one request per connection
+            parts = urlsplit(target)
+            up_reader, up_writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            rest = head.split(b"\r\n", 1)[1]
+            up_writer.write(f"{method} {path} {version}\r\n".encode() + rest)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    def __enter__(self) -> TinyProxy:
+        ready = threading.Event()
+
+        def serve() -> None:
+            loop = self._loop = asyncio.new_event_loop()
+            server = loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            loop.run_forever()
+            server.close()
+            pending = asyncio.all_tasks(loop)
+            for task in pending:  # open tunnels: end them before the loop closes
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, daemon=True, name="tiny-proxy")
+        self._thread.start()
+        assert ready.wait(10), "the tiny proxy did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._thread is not None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

@@ -101,3 +101,33 @@ def test_the_ticker_sees_a_blocked_loop():
     _, lags = asyncio.run(run_with_ticker(blocking()))
 
     assert max(late for _, late in lags) >= 0.25
+
+
+def test_closed_event_loops_are_freed_after_using_the_async_hook(sim, monkeypatch):
+    """
+    Regression (issue 10 #12): the connection cache kept a task per event loop, and a task holds
+    its loop, so every ``asyncio.run`` with the async hook (the operator's in-worker wait,
+    ``async_notify``) kept its closed loop alive forever.
+    """
+    import gc
+    import weakref
+
+    from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
+
+    point_connection_at(monkeypatch, sim)
+    message_id = sim.add_message("delivered")
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def ask() -> str:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        async with OctopodsAsyncHook() as hook:
+            return (await hook.get_sms_status(message_id)).status
+
+    for _ in range(20):
+        assert asyncio.run(ask()) == "delivered"
+    gc.collect()
+
+    # asgiref (Airflow's sync_to_async, under get_async_connection) remembers the most recent loop
+    # in a thread-local until the next one replaces it: only that one may still be alive.
+    alive = [ref for ref in loops[:-1] if ref() is not None]
+    assert not alive, f"{len(alive)} of 19 earlier closed event loops are still alive"

@@ -1,0 +1,75 @@
+"""
+The calls the hooks make: which :class:`~airflow_provider_octopods._core.Request` each method sends.
+
+Shared by :class:`~airflow_provider_octopods.hooks.octopods.OctopodsHook` and
+:class:`~airflow_provider_octopods.hooks.octopods.OctopodsAsyncHook`, so both validate the same
+arguments and send the same bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict, Unpack
+
+from airflow_provider_octopods._core import Request, json_request
+from airflow_provider_octopods._http import SEND_PATH, status_path
+from airflow_provider_octopods.models import SmsStatus, validate_body, validate_message_id, validate_phone
+
+#: The message id the connection test asks about: no message has it, so a valid key gets a 400.
+PROBE_MESSAGE_ID = 0
+
+
+class SendOptions(TypedDict, total=False):
+    """
+    The optional fields of a send, as keyword arguments of ``send_sms``.
+
+    :param destination_user_name: the recipient's name, shown in Octopods.
+    :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
+    :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
+    """
+
+    destination_user_name: str | None
+    open_intercom_conversation: bool | None
+    intercom_teammate_id: str | int | None
+
+
+def send_request(destination_phone: str, body: str, **options: Unpack[SendOptions]) -> Request:
+    """Validate a send's arguments and return its request (shared by both hooks)."""
+    return json_request("POST", SEND_PATH, send_payload(destination_phone, body, **options))
+
+
+def status_request(message_id: int | str, timeout: float | None = None) -> Request:
+    """Validate a message id and return the request of its status (shared by both hooks)."""
+    number = validate_message_id(message_id)
+    return Request(
+        "GET",
+        status_path(number),
+        parse=lambda body: SmsStatus.from_api(body, expected_message_id=number),
+        timeout=timeout,
+    )
+
+
+def send_payload(
+    destination_phone: str,
+    body: str,
+    *,
+    destination_user_name: str | None = None,
+    open_intercom_conversation: bool | None = None,
+    intercom_teammate_id: str | int | None = None,
+) -> dict[str, Any]:
+    """Validate a send's arguments and return its JSON body (shared by both hooks)."""
+    payload: dict[str, Any] = {
+        "destination_phone": validate_phone(destination_phone),
+        "body": validate_body(body),
+    }
+    if destination_user_name is not None:
+        payload["destination_user_name"] = str(destination_user_name)
+    if open_intercom_conversation is not None:
+        payload["open_intercom_conversation"] = bool(open_intercom_conversation)
+    if intercom_teammate_id is not None:
+        payload["intercom_teammate_id"] = intercom_teammate_id
+    return payload
+
+
+def probe_request() -> Request:
+    """Return the connection test's request: a status no message has (a valid key gets a 400)."""
+    return Request("GET", status_path(PROBE_MESSAGE_ID))

@@ -1,0 +1,294 @@
+"""
+The two transports of the request core: they move bytes and name failures, nothing else.
+
+:func:`send_with_requests` (sync hook) and :func:`send_with_aiohttp` (async hook) perform one
+:class:`~airflow_provider_octopods._core.Send` and return an
+:class:`~airflow_provider_octopods._core.Answer` or a :class:`~airflow_provider_octopods._core.Failed`
+whose :class:`~airflow_provider_octopods._core.Failure` says what went wrong. What that means
+(sent or not, retry or not, which error) is decided by :mod:`airflow_provider_octopods._core`.
+Neither reads the environment: the proxy (``HTTP(S)_PROXY``, ``NO_PROXY``) and the CA bundle come
+in the ``Send``, decided once for both by :mod:`airflow_provider_octopods._http`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_octopods._core import Answer, Failed, Failure, Send, wants_body
+from airflow_provider_octopods._http import ApiSettings, ssl_context
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    import aiohttp
+    import requests
+
+#: Bytes asked of the socket at a time while reading an answer.
+_CHUNK = 8192
+
+
+class _Late(Exception):
+    """The answer trickled in past the request's deadline."""
+
+
+def _certificate_problem(err: BaseException) -> ssl.SSLCertVerificationError | None:
+    """Find the certificate verification failure behind ``err``, if that is what it is."""
+    seen: set[int] = set()
+    todo: list[Any] = [err]
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        todo += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return None
+
+
+def _certificate_failure(problem: ssl.SSLCertVerificationError) -> Failed:
+    return Failed(Failure.CERTIFICATE, str(getattr(problem, "verify_message", "") or ""))
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+def _requests_failure(err: Exception) -> Failed:
+    """Map a ``requests`` exception raised before any answer onto a :class:`Failure`."""
+    import requests
+    from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+    problem = _certificate_problem(err)
+    if problem is not None:
+        return _certificate_failure(problem)
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    if isinstance(err, requests.exceptions.ProxyError):
+        return Failed(Failure.PROXY)
+    if isinstance(err, requests.exceptions.SSLError):
+        return Failed(Failure.TLS)
+    if isinstance(err, requests.ConnectTimeout):
+        return Failed(Failure.CONNECT)
+    if isinstance(err, requests.Timeout):
+        return Failed(Failure.TIMEOUT)
+    if isinstance(reason, NameResolutionError):
+        return Failed(Failure.DNS)
+    if isinstance(reason, NewConnectionError):
+        return Failed(Failure.CONNECT)
+    return Failed(Failure.BROKEN)
+
+
+def _read_requests_body(response: requests.Response, limit: int, deadline: float) -> bytes:
+    """
+    Read at most ``limit + 1`` decoded bytes before ``deadline``, so a trickling server cannot hold us.
+
+    The body is decoded (gzip, deflate) as it is read, as ``requests`` itself would: the bound
+    applies to the decoded bytes, as in the async transport.
+    """
+    raw = response.raw
+    read = raw.read1 if hasattr(raw, "read1") else raw.read
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = read(min(_CHUNK, limit + 1 - size), decode_content=True)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if time.monotonic() > deadline:
+            raise _Late
+    return b"".join(chunks)
+
+
+def send_with_requests(session: requests.Session, send: Send) -> Answer | Failed:
+    """
+    Perform ``send`` with a ``requests`` session (redirects never followed by ``requests``).
+
+    :param session: the hook's session.
+    :param send: the request.
+    """
+    import requests
+
+    started = time.monotonic()
+    try:
+        response = session.request(
+            send.method,
+            send.url,
+            headers=send.headers,
+            data=send.body,
+            timeout=(send.connect_timeout, send.timeout),
+            allow_redirects=False,
+            stream=True,
+            verify=send.ca_bundle or False,
+            proxies={"http": send.proxy, "https": send.proxy} if send.proxy else {},
+        )
+    except requests.RequestException as err:
+        return _requests_failure(err)
+    with response:
+        if not wants_body(response.status_code, response.headers, send.limit):
+            return Answer(response.status_code, response.headers)
+        try:
+            body = _read_requests_body(response, send.limit, started + send.timeout)
+        except _Late:
+            return Failed(Failure.TIMEOUT)
+        except Exception:  # urllib3's ProtocolError, a reset socket, a broken gzip stream
+            return Failed(Failure.BROKEN)
+    return Answer(response.status_code, response.headers, body)
+
+
+# -- aiohttp -----------------------------------------------------------------------------------
+
+
+def _aiohttp_failure(err: BaseException) -> Failed:
+    """Map an ``aiohttp`` exception (or a timeout) onto a :class:`Failure`."""
+    import aiohttp
+
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        return _certificate_failure(err.certificate_error)  # type: ignore[arg-type]
+    problem = _certificate_problem(err)
+    if problem is not None:
+        return _certificate_failure(problem)
+    kinds: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Failure]] = [
+        ((aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError), Failure.PROXY),
+        (aiohttp.ClientConnectorDNSError, Failure.DNS),
+        ((aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError), Failure.TLS),
+        ((aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError), Failure.CONNECT),
+        (TimeoutError, Failure.TIMEOUT),
+    ]
+    return next((Failed(kind) for types, kind in kinds if isinstance(err, types)), Failed(Failure.BROKEN))
+
+
+async def _read_aiohttp_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    body = b""
+    while len(body) <= limit:
+        chunk = await response.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return body
+
+
+async def send_with_aiohttp(session: aiohttp.ClientSession, send: Send) -> Answer | Failed:
+    """
+    Perform ``send`` with an ``aiohttp`` session (redirects never followed by ``aiohttp``).
+
+    :param session: the shared session of the event loop.
+    :param send: the request.
+    """
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=send.timeout, connect=send.connect_timeout)
+    try:
+        async with session.request(
+            send.method,
+            send.url,
+            headers=send.headers,
+            data=send.body,
+            allow_redirects=False,
+            ssl=ssl_context(send.ca_bundle) if send.ca_bundle else False,
+            proxy=send.proxy,
+            timeout=timeout,
+        ) as response:
+            if not wants_body(response.status, response.headers, send.limit):
+                return Answer(response.status, response.headers)
+            return Answer(response.status, response.headers, await _read_aiohttp_body(response, send.limit))
+    except (aiohttp.ClientError, TimeoutError) as err:
+        return _aiohttp_failure(err)
+
+
+class ConnectionCache:
+    """
+    A connection's settings and key, read once per event loop and shared for ``TTL`` seconds.
+
+    A triggerer resuming a thousand Octopods waits would otherwise ask the metadata database (or,
+    on Airflow 3, the API server) for the same connection a thousand times. Concurrent first
+    polls share one lookup. An auth error makes the hook ask again with ``refresh`` (a rotated
+    key is picked up at once); other edits to the connection reach running waits within ``TTL``.
+    Only results are kept once a lookup ends, never its task: a task holds its event loop, which
+    would then never be freed (the cache is keyed weakly by that loop).
+    """
+
+    TTL = 60.0
+    _entries: weakref.WeakKeyDictionary[
+        asyncio.AbstractEventLoop, dict[str, tuple[float, tuple[ApiSettings, str]] | asyncio.Task[Any]]
+    ] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    async def get(
+        cls,
+        conn_id: str,
+        fetch: Callable[[str], Coroutine[Any, Any, tuple[ApiSettings, str]]],
+        refresh: bool = False,
+    ) -> tuple[ApiSettings, str]:
+        """
+        Return the connection's settings and key.
+
+        :param conn_id: the connection id.
+        :param fetch: reads the connection when it is not cached (or ``refresh``).
+        :param refresh: read it again even if cached.
+        """
+        loop = asyncio.get_running_loop()
+        entries = cls._entries.setdefault(loop, {})
+        entry = entries.get(conn_id)
+        if isinstance(entry, tuple) and not refresh and time.monotonic() < entry[0]:
+            return entry[1]
+        if not isinstance(entry, asyncio.Task) or refresh:
+            entry = entries[conn_id] = loop.create_task(fetch(conn_id))
+            entry.add_done_callback(lambda task: cls._settle(entries, conn_id, task))
+        return await asyncio.shield(entry)
+
+    @classmethod
+    def _settle(cls, entries: dict[str, Any], conn_id: str, task: asyncio.Task[Any]) -> None:
+        if entries.get(conn_id) is not task:
+            return
+        if task.cancelled() or task.exception() is not None:
+            del entries[conn_id]  # a failed lookup is not cached
+        else:
+            entries[conn_id] = (time.monotonic() + cls.TTL, task.result())
+
+
+class SessionPool:
+    """
+    One ``aiohttp.ClientSession`` per event loop, shared by every async hook on that loop.
+
+    A triggerer running a thousand Octopods triggers keeps one connection pool with keep-alive
+    instead of a session (and a TCP connection) per trigger or per poll. Hooks take a reference
+    with :meth:`acquire` and give it back with :meth:`release`; the last one out closes the
+    session. The session has no cookie jar and reads nothing from the environment (no
+    ``trust_env``): the proxy and the key are set per request by the request core, never on the
+    session.
+    """
+
+    _entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def acquire(cls) -> aiohttp.ClientSession:
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        entry = cls._entries.get(loop)
+        if entry is None or entry[0].closed:
+            connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=90, ttl_dns_cache=300)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+            entry = cls._entries[loop] = [session, 0]
+        entry[1] += 1
+        return entry[0]
+
+    @classmethod
+    async def release(cls, session: aiohttp.ClientSession) -> None:
+        loop = asyncio.get_running_loop()
+        entry = cls._entries.get(loop)
+        if entry is None or entry[0] is not session:
+            await session.close()
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del cls._entries[loop]
+            await session.close()
