@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.exceptions import AirflowRescheduleException  # not in common.compat.sdk; same on 2 and 3
 from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
     BaseSensorOperator,
@@ -14,28 +15,29 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_octopods._http import backoff_delay
-from airflow_provider_octopods.exceptions import (
-    OctopodsDeliveryError,
-    OctopodsError,
-    OctopodsInputError,
-    OctopodsTimeoutError,
-    OctopodsTransientError,
-    error_from_dict,
-)
-from airflow_provider_octopods.models import (
-    SmsStatus,
-    failure_message,
-    timeout_message,
-    validate_message_id,
-    validate_message_ids,
-)
-from airflow_provider_octopods.triggers.octopods import (
+from airflow_provider_octopods._wait import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_INITIAL_DELAY,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    PollSchedule,
+    WaitEngine,
+    require_delivered,
+    seconds,
+    statuses_from_event,
+)
+from airflow_provider_octopods.exceptions import (
+    OctopodsError,
+    OctopodsInputError,
+    OctopodsTimeoutError,
+)
+from airflow_provider_octopods.models import (
+    SmsStatus,
+    timeout_message,
+    validate_message_id,
+    validate_message_ids,
 )
 
 if TYPE_CHECKING:
@@ -45,10 +47,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_octopods.hooks.octopods import OctopodsHook
 
-#: How long to wait for delivery unless told otherwise: carriers usually confirm within minutes.
-DEFAULT_TIMEOUT = 60 * 60.0
-#: Extra time Airflow's own defer timeout allows past ours, so the trigger's clearer timeout wins.
-_DEFER_TIMEOUT_GRACE = 300.0
+__all__ = ["DEFAULT_TIMEOUT", "OctopodsSmsDeliverySensor", "require_delivered", "statuses_from_event"]
 
 
 class OctopodsSmsDeliverySensor(BaseSensorOperator):
@@ -93,19 +92,20 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        message_id: int | str | None = None,
-        message_ids: Sequence[int | str] | str | None = None,
+        message_id: Any = None,
+        message_ids: Any = None,
         octopods_conn_id: str = "octopods_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poke_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float = DEFAULT_TIMEOUT,
-        initial_delay: float = DEFAULT_INITIAL_DELAY,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        poke_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        initial_delay: float | timedelta = DEFAULT_INITIAL_DELAY,
+        max_poll_interval: float | timedelta = DEFAULT_MAX_POLL_INTERVAL,
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        poke_interval = seconds(poke_interval, "poke_interval", positive=True)
+        super().__init__(poke_interval=poke_interval, timeout=seconds(timeout, "timeout"), **kwargs)
         if (message_id is None) == (message_ids is None):
             raise OctopodsInputError(
                 "message_id", "pass exactly one of message_id (one SMS) and message_ids (many)."
@@ -114,14 +114,18 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
         self.message_ids = message_ids
         self.octopods_conn_id = octopods_conn_id
         self.deferrable = deferrable
-        self.initial_delay = initial_delay
-        self.max_poll_interval = max_poll_interval
-        self.backoff_factor = backoff_factor
+        self.schedule = PollSchedule.of(
+            initial_delay=initial_delay,
+            poll_interval=poke_interval,
+            backoff_factor=backoff_factor,
+            max_poll_interval=max_poll_interval,
+            interval_field="poke_interval",
+        )
+        self.initial_delay = self.schedule.initial_delay
+        self.max_poll_interval = self.schedule.max_poll_interval
+        self.backoff_factor = self.schedule.backoff_factor
         self.max_concurrency = max_concurrency
-        self._last_seen: dict[int, SmsStatus] = {}
-        self._not_before = 0.0
-        self._failures = 0
-        self._last_error: str | None = None
+        self._engine: WaitEngine | None = None
 
     def _ids(self) -> list[int]:
         """Return the rendered ids, validated: a clear error before any request."""
@@ -141,6 +145,17 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
 
         return OctopodsHook(self.octopods_conn_id, max_retries=0)
 
+    @property
+    def engine(self) -> WaitEngine:
+        """
+        The wait of poke and reschedule mode: polls at once, then every ``poke_interval`` (Airflow
+        paces the pokes); after transient trouble, the engine's backoff decides.
+        """
+        if self._engine is None:
+            schedule = PollSchedule(0.0, self.poke_interval, 1.0, self.schedule.max_poll_interval)
+            self._engine = WaitEngine(self._ids(), schedule)
+        return self._engine
+
     def _result(self, statuses: list[SmsStatus]) -> Any:
         """Fail on any failed delivery; else return the XCom value (a dict, or a list for many)."""
         dicts = require_delivered(statuses, self.log)
@@ -154,65 +169,55 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
             except OctopodsTimeoutError:
                 raise
             except AirflowSensorTimeout:
-                pending = [i for i in ids if not (i in self._last_seen and self._last_seen[i].is_terminal)]
+                engine = self.engine
                 raise OctopodsTimeoutError(
-                    timeout_message(pending, self._last_seen, self.timeout, self._last_error)
+                    timeout_message(engine.pending, engine.last, self.timeout, engine.last_error)
                 ) from None
             finally:
                 if "hook" in self.__dict__:
                     self.hook.close()
-        from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger
+        from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger, defer_wait
 
         multiple = self.message_ids is not None
-        self.defer(
-            trigger=OctopodsSmsDeliveryTrigger(
-                message_id=None if multiple else ids[0],
-                message_ids=ids if multiple else None,
-                octopods_conn_id=self.octopods_conn_id,
-                poll_interval=self.poke_interval,
-                end_time=time.time() + self.timeout,
-                initial_delay=self.initial_delay,
-                max_poll_interval=self.max_poll_interval,
-                backoff_factor=self.backoff_factor,
-                max_concurrency=self.max_concurrency,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + _DEFER_TIMEOUT_GRACE),
+        trigger = OctopodsSmsDeliveryTrigger(
+            message_id=None if multiple else ids[0],
+            message_ids=ids if multiple else None,
+            octopods_conn_id=self.octopods_conn_id,
+            poll_interval=self.poke_interval,
+            end_time=time.time() + self.timeout,
+            initial_delay=self.initial_delay,
+            max_poll_interval=self.max_poll_interval,
+            backoff_factor=self.backoff_factor,
+            max_concurrency=self.max_concurrency,
         )
+        defer_wait(self, trigger, self.timeout)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        """Ask for the status of every message not yet final; done when all are."""
-        ids = self._ids()
-        if time.monotonic() < self._not_before:
+        """
+        Poll every message not yet final, unless backing off; done when all are.
+
+        In reschedule mode, a backoff longer than ``poke_interval`` (a ``Retry-After``, repeated
+        trouble) reschedules the task to the time it ends.
+        """
+        engine = self.engine
+        if not engine.is_due(time.time()):
             self.log.info("Backing off after transient trouble; skipping this poke.")
             return PokeReturnValue(is_done=False)
-        hook = self.hook
-        for message_id in ids:
-            seen = self._last_seen.get(message_id)
-            if seen is not None and seen.is_terminal:
-                continue
+        results: list[SmsStatus | OctopodsError] = []
+        for message_id in engine.pending:
             try:
-                status = hook.get_sms_status(message_id)
-            except OctopodsTransientError as err:
-                self._last_error = str(err)
-                self._failures += 1
-                cap = max(float(self.max_poll_interval), float(self.poke_interval))
-                wait = backoff_delay(self._failures, err.retry_after, cap=cap)
-                self._not_before = time.monotonic() + wait
-                self.log.warning("%s Polling again in %.1f s.", err, max(wait, float(self.poke_interval)))
-                return PokeReturnValue(is_done=False)
-            self._last_seen[message_id] = status
-            self._failures = 0
-            self._last_error = None
-            if not status.is_known:
-                self.log.warning(
-                    "SMS %s has status %r, unknown to this provider; treating it as not final.",
-                    message_id,
-                    status.status,
-                )
-            self.log.info("%s.", status.describe())
-        if all(i in self._last_seen and self._last_seen[i].is_terminal for i in ids):
-            return PokeReturnValue(is_done=True, xcom_value=self._result([self._last_seen[i] for i in ids]))
+                results.append(self.hook.get_sms_status(message_id))
+            except OctopodsError as err:
+                results.append(err)
+                break  # the engine stops or backs off on the first error: spare the other requests
+        step = engine.feed(results, time.time())
+        step.emit(self.log)
+        if step.event is not None:
+            return PokeReturnValue(
+                is_done=True, xcom_value=self._result(statuses_from_event(step.event, None))
+            )
+        if self.reschedule and step.delay > self.poke_interval:
+            raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=step.delay))
         return PokeReturnValue(is_done=False)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
@@ -223,48 +228,3 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
         :param event: the trigger's event payload.
         """
         return self._result(statuses_from_event(event, self.timeout))
-
-
-def statuses_from_event(event: dict[str, Any] | None, timeout: float | None) -> list[SmsStatus]:
-    """
-    Return the final statuses an ``OctopodsSmsDeliveryTrigger`` event reports, or raise its error.
-
-    Shared by every task that defers to the trigger, so they all finish alike.
-
-    :param event: the trigger's event payload.
-    :param timeout: the wait's timeout in seconds, named in the timeout error.
-    :return: one terminal status per message id, in the trigger's input order.
-    """
-    if not event:
-        raise OctopodsError("The Octopods trigger ended without an event.")
-    ids = [int(i) for i in event.get("message_ids", [])]
-    last = {
-        i: SmsStatus.from_dict(s)
-        for i, s in zip(ids, event.get("statuses", []), strict=False)
-        if s is not None
-    }
-    status = event.get("status")
-    if status == "done":
-        return [last[i] for i in ids]
-    if status == "timeout":
-        raise OctopodsTimeoutError(
-            timeout_message(event.get("pending", ids), last, timeout, event.get("last_error"))
-        )
-    if status == "error":
-        raise error_from_dict(event.get("error") or {"message": event.get("message")})
-    raise OctopodsError(f"The Octopods trigger sent an event this provider does not know: {status!r}.")
-
-
-def require_delivered(statuses: Sequence[SmsStatus], log: Any) -> list[dict[str, Any]]:
-    """
-    Raise :class:`OctopodsDeliveryError` if any SMS was not delivered; else return the statuses as dicts.
-
-    :param statuses: terminal statuses.
-    :param log: the task's logger, to log each delivery.
-    """
-    failure = failure_message(statuses)
-    if failure:
-        raise OctopodsDeliveryError(failure)
-    for status in statuses:
-        log.info("SMS %s delivered at %s.", status.message_id, status.delivered_at)
-    return [s.to_dict() for s in statuses]
