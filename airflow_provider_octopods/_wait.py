@@ -187,7 +187,7 @@ class WaitEngine:
         self.last: dict[int, SmsStatus] = {}
         self.failures = 0
         self.last_error: str | None = None
-        self.next_poll_at = -math.inf
+        self.backoff_until = -math.inf
         self._warned: set[str] = set()
         self._delays = schedule.delays()
         self._delay = next(self._delays)
@@ -199,9 +199,9 @@ class WaitEngine:
             return self._delay
         return min(self._delay, max(self.end_time - now, 0.0))
 
-    def is_due(self, now: float) -> bool:
-        """Whether a poll made now respects the last backoff (for drivers that do not sleep)."""
-        return now >= self.next_poll_at
+    def is_backing_off(self, now: float) -> bool:
+        """Whether a poll made now would cut the backoff after trouble (for drivers that do not sleep)."""
+        return now < self.backoff_until
 
     def request_budget(self, now: float) -> float | None:
         """
@@ -243,13 +243,13 @@ class WaitEngine:
         elif transient:
             self.failures += 1
             step.delay = backoff_delay(self.failures, retry_after, cap=self.schedule.max_poll_interval)
+            self.backoff_until = now + step.delay
             step.logs.append((logging.WARNING, "%s Next poll in %.1f s.", (self.last_error, step.delay)))
         else:
-            self.failures, self.last_error = 0, None
+            self.failures, self.last_error, self.backoff_until = 0, None, -math.inf
             step.delay = next(self._delays)
             self._still_waiting(step, now)
         self._delay = step.delay
-        self.next_poll_at = now + step.delay
         return step
 
     def _record(self, message_id: int, status: SmsStatus, step: Step) -> None:

@@ -152,9 +152,8 @@ def test_send_with_unknown_outcome_fails_without_retry(mode, octopods_conn, capf
 
     assert results["send_sms"] == ("failed", None)
     assert "OctopodsSendUnconfirmedError" in output
-    assert (
-        "Octopods answered HTTP 503 (server trouble). The SMS may have been sent: it is not sent again"
-    ) in output
+    assert "HTTP 503" in output
+    assert "The SMS may have been sent: it is not sent again" in output
     assert posts(octopods_conn) == 1
 
 
@@ -228,11 +227,24 @@ def _operator(**kwargs):
     return OctopodsSendSmsOperator(task_id="send_sms", destination_phone="+15551234567", body="hi", **kwargs)
 
 
+class _Ti:
+    """The few task-instance methods a deferring send uses: XCom kept in a dict."""
+
+    task_id, map_index = "send_sms", -1
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.xcom[key] = value
+
+
 def test_deferrable_defers_on_the_message_it_sent_and_finishes_without_sending(octopods_conn):
     operator = _operator(deferrable=True, timeout=60, poll_interval=0.1)
+    ti = _Ti()
 
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute(context={})
+        operator.execute(context={"ti": ti})
 
     (message_id,) = octopods_conn.messages
     trigger = deferred.value.trigger
@@ -240,6 +252,7 @@ def test_deferrable_defers_on_the_message_it_sent_and_finishes_without_sending(o
     assert trigger.ids == [message_id]
     assert deferred.value.method_name == "execute_complete"
     assert deferred.value.kwargs["sent"]["message_id"] == message_id
+    assert ti.xcom["octopods_sent"] == deferred.value.kwargs["sent"]  # where a failed resume finds it
     assert TEST_API_KEY not in json.dumps(trigger.serialize())
 
     event = {

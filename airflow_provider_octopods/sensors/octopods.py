@@ -200,7 +200,7 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
         trouble) reschedules the task to the time it ends.
         """
         engine = self.engine
-        if not engine.is_due(time.time()):
+        if engine.is_backing_off(time.time()):
             self.log.info("Backing off after transient trouble; skipping this poke.")
             return PokeReturnValue(is_done=False)
         results: list[SmsStatus | OctopodsError] = []
