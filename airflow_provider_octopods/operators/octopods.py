@@ -232,17 +232,25 @@ class OctopodsSendSmsOperator(BaseOperator):
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """
-        Resume after the trigger; if it failed or Airflow's defer timeout passed, fail without retries.
+        Resume after the trigger, knowing what was sent even where Airflow dropped the defer kwargs.
 
-        Airflow then resumes with ``next_method`` ``"__fail__"`` and would let the task retry, and a
-        retry would send the SMS again: the message id is read back from XCom and named instead.
+        When the trigger failed or Airflow's defer timeout passed, Airflow resumes with
+        ``next_method`` ``"__fail__"`` and its own ``next_kwargs``, and the error it raises would be
+        retried, sending the SMS again: the message kept in XCom at deferral is named instead, and
+        the task fails without retries.
         """
+        next_kwargs = dict(next_kwargs or {})
+        sent = next_kwargs.pop("sent", None) or self._kept_sent(context)
         if next_method != TRIGGER_FAIL:
-            return super().resume_execution(next_method, next_kwargs, context)
-        ti = context["ti"]
-        sent = ti.xcom_pull(task_ids=ti.task_id, key=SENT_XCOM_KEY, map_indexes=ti.map_index)
+            return super().resume_execution(next_method, {**next_kwargs, "sent": sent}, context)
         with _never_resend(sent or {"message_id": "(unknown: see the task's log)"}):
             return super().resume_execution(next_method, next_kwargs, context)
+
+    @staticmethod
+    def _kept_sent(context: Context) -> dict[str, Any] | None:
+        """Return the ``SentSms.to_dict()`` kept in XCom when this task deferred, if any."""
+        ti = context["ti"]
+        return ti.xcom_pull(task_ids=ti.task_id, key=SENT_XCOM_KEY, map_indexes=ti.map_index)
 
 
 @contextlib.contextmanager
