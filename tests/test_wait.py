@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -130,8 +131,19 @@ def test_timedeltas_are_taken_everywhere_a_duration_is():
 # -- the deadline --------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def tokyo(monkeypatch):
+    """The machine's local time is Tokyo's (UTC+9) for the test."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("tokyo")
 def test_a_naive_end_time_is_utc():
-    """Issue 10 #10: a naive deadline was read as the machine's local time."""
+    """Issue 10 #10: a naive deadline was read as the machine's local time (Tokyo: 9 h early)."""
     expected = datetime(2030, 1, 1, 12, tzinfo=UTC).timestamp()
     assert deadline(datetime(2030, 1, 1, 12)) == expected
     assert OctopodsSmsDeliveryTrigger(1, end_time=datetime(2030, 1, 1, 12)).end_time == expected
