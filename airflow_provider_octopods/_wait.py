@@ -113,7 +113,6 @@ class PollSchedule:
     @classmethod
     def of(
         cls,
-        *,
         initial_delay: Any = DEFAULT_INITIAL_DELAY,
         poll_interval: Any = DEFAULT_POLL_INTERVAL,
         backoff_factor: Any = DEFAULT_BACKOFF_FACTOR,
@@ -126,6 +125,10 @@ class PollSchedule:
         An interval of 0 is refused (it would poll in a busy loop); the cap is at least the
         interval and the factor at least 1.
 
+        :param initial_delay: seconds before the first poll.
+        :param poll_interval: seconds between the first polls.
+        :param backoff_factor: growth of the interval after each poll.
+        :param max_poll_interval: the longest interval, and the cap of error backoff.
         :param interval_field: the name the caller gives ``poll_interval``, for errors.
         """
         interval = seconds(poll_interval, interval_field, positive=True)
@@ -144,6 +147,32 @@ class PollSchedule:
         while True:
             yield interval
             interval = min(interval * self.backoff_factor, self.max_poll_interval)
+
+
+class ScheduledWait:
+    """The values of a :class:`PollSchedule` held in ``schedule``, as attributes of its holder."""
+
+    schedule: PollSchedule
+
+    @property
+    def initial_delay(self) -> float:
+        """Seconds before the first poll."""
+        return self.schedule.initial_delay
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between the first polls."""
+        return self.schedule.poll_interval
+
+    @property
+    def backoff_factor(self) -> float:
+        """Growth of the interval after each poll."""
+        return self.schedule.backoff_factor
+
+    @property
+    def max_poll_interval(self) -> float:
+        """The longest interval, and the cap of error backoff."""
+        return self.schedule.max_poll_interval
 
 
 #: A log line: level, format, arguments.

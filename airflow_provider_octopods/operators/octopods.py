@@ -17,6 +17,7 @@ from airflow_provider_octopods._wait import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
     PollSchedule,
+    ScheduledWait,
     require_delivered,
     seconds,
     statuses_from_event,
@@ -50,7 +51,7 @@ TRIGGER_FAIL = "__fail__"
 _FINAL_AFTER_SEND = (OctopodsDeliveryError, OctopodsTimeoutError, OctopodsWaitAfterSendError)
 
 
-class OctopodsSendSmsOperator(BaseOperator):
+class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
     """
     Send an SMS through Octopods; optionally wait until the carrier confirms delivery.
 
@@ -127,17 +128,8 @@ class OctopodsSendSmsOperator(BaseOperator):
         self.intercom_teammate_id = intercom_teammate_id
         self.wait_for_delivery = wait_for_delivery
         self.deferrable = deferrable
-        self.schedule = PollSchedule.of(
-            initial_delay=initial_delay,
-            poll_interval=poll_interval,
-            backoff_factor=backoff_factor,
-            max_poll_interval=max_poll_interval,
-        )
-        self.poll_interval = self.schedule.poll_interval
+        self.schedule = PollSchedule.of(initial_delay, poll_interval, backoff_factor, max_poll_interval)
         self.timeout = seconds(timeout, "timeout")
-        self.initial_delay = self.schedule.initial_delay
-        self.max_poll_interval = self.schedule.max_poll_interval
-        self.backoff_factor = self.schedule.backoff_factor
         self.octopods_conn_id = octopods_conn_id
 
     @cached_property

@@ -23,6 +23,7 @@ from airflow_provider_octopods._wait import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
     PollSchedule,
+    ScheduledWait,
     WaitEngine,
     require_delivered,
     seconds,
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_TIMEOUT", "OctopodsSmsDeliverySensor", "require_delivered", "statuses_from_event"]
 
 
-class OctopodsSmsDeliverySensor(BaseSensorOperator):
+class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
     """
     Wait until an SMS sent through Octopods is delivered; fail if it is not.
 
@@ -115,15 +116,8 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
         self.octopods_conn_id = octopods_conn_id
         self.deferrable = deferrable
         self.schedule = PollSchedule.of(
-            initial_delay=initial_delay,
-            poll_interval=poke_interval,
-            backoff_factor=backoff_factor,
-            max_poll_interval=max_poll_interval,
-            interval_field="poke_interval",
+            initial_delay, poke_interval, backoff_factor, max_poll_interval, interval_field="poke_interval"
         )
-        self.initial_delay = self.schedule.initial_delay
-        self.max_poll_interval = self.schedule.max_poll_interval
-        self.backoff_factor = self.schedule.backoff_factor
         self.max_concurrency = max_concurrency
         self._engine: WaitEngine | None = None
 

@@ -19,6 +19,7 @@ from airflow_provider_octopods._wait import (
     DEFER_TIMEOUT_GRACE,
     STILL_WAITING_LOG_INTERVAL,
     PollSchedule,
+    ScheduledWait,
     WaitEngine,
     deadline,
 )
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 
-class OctopodsSmsDeliveryTrigger(BaseTrigger):
+class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
     """
     Poll Octopods until every message is terminal (``delivered``, ``failed``, ``undelivered``).
 
@@ -92,16 +93,7 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
         self.message_id = None if message_id is None else validate_message_id(message_id)
         self.message_ids = None if message_ids is None else validate_message_ids(message_ids)
         self.octopods_conn_id = octopods_conn_id
-        self.schedule = PollSchedule.of(
-            initial_delay=initial_delay,
-            poll_interval=poll_interval,
-            backoff_factor=backoff_factor,
-            max_poll_interval=max_poll_interval,
-        )
-        self.poll_interval = self.schedule.poll_interval
-        self.initial_delay = self.schedule.initial_delay
-        self.max_poll_interval = self.schedule.max_poll_interval
-        self.backoff_factor = self.schedule.backoff_factor
+        self.schedule = PollSchedule.of(initial_delay, poll_interval, backoff_factor, max_poll_interval)
         self.end_time = deadline(end_time)
         self.max_concurrency = max(int(max_concurrency), 1)
 
