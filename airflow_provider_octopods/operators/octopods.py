@@ -74,7 +74,8 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
     Once a send succeeded, every later failure of the task (the wait cut by
     ``execution_timeout``, a rejected key, a crashed or timed-out trigger, anything) fails without
     retries too, as :class:`OctopodsWaitAfterSendError` naming the message id, unless it is already
-    such a final error (a failed delivery, a timed-out wait). Invalid input (a phone number that
+    such a final error (a failed delivery, a timed-out wait); a deferring task keeps the send's
+    answer in XCom (key ``octopods_sent``) to name it after a failed trigger. Invalid input (a phone number that
     is not E.164, an empty or too long body) fails before any request.
 
     .. seealso::

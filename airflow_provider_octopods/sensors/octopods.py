@@ -55,7 +55,7 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
     """
     Wait until an SMS sent through Octopods is delivered; fail if it is not.
 
-    Succeeds when every message is ``delivered`` and returns the final status
+    Succeeds when every message is ``delivered`` (or ``read``) and returns the final status
     (``SmsStatus.to_dict()``, or a list of them in input order for ``message_ids``) as XCom.
     Fails without retries when a message ends ``failed`` or ``undelivered`` (the error holds the
     message id, the status and Octopods' ``failure_reason``), when Octopods rejects the key or the
@@ -63,7 +63,9 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
     (HTTP 429, 5xx, timeouts, unreadable answers) never fails the task: it polls again, backing
     off with jitter (honouring ``Retry-After``) up to ``max_poll_interval``. In poke mode each
     poke makes one request per message and never sleeps, so the wait ends within one request
-    timeout of ``timeout``.
+    timeout of ``timeout``; in reschedule mode a backoff longer than ``poke_interval`` reschedules
+    the task to its end. Every mode drives the same
+    :class:`~airflow_provider_octopods._wait.WaitEngine`.
 
     In deferrable mode the wait runs in the triggerer
     (:class:`~airflow_provider_octopods.triggers.octopods.OctopodsSmsDeliveryTrigger`), which
@@ -72,17 +74,19 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
     .. seealso::
         :ref:`howto/sensor:OctopodsSmsDeliverySensor`
 
-    :param message_id: the message to wait on (templated; usually pulled from XCom).
-    :param message_ids: the messages to wait on, instead of ``message_id`` (templated; a list or a
-        comma-separated string).
+    :param message_id: the message to wait on (templated; usually pulled from XCom): an id, or the
+        send operator's XCom (a dict holding ``message_id``).
+    :param message_ids: the messages to wait on, instead of ``message_id`` (templated): any
+        sequence of ids or of the send operator's XComs (e.g. a mapped send's ``.output``), or a
+        string of comma-separated ids, a rendered Python list or a JSON array.
     :param octopods_conn_id: the Octopods connection.
     :param deferrable: wait in the triggerer instead of a worker slot.
-    :param poke_interval: seconds between polls (in deferrable mode, the first interval, which then
-        grows by ``backoff_factor`` up to ``max_poll_interval``).
-    :param timeout: seconds to wait for every message to reach a final status.
-    :param initial_delay: deferrable mode: seconds before the first poll.
-    :param max_poll_interval: deferrable mode: the longest wait between polls; both modes: the
-        longest backoff after transient trouble.
+    :param poke_interval: seconds (or a timedelta; more than 0) between polls (in deferrable mode,
+        the first interval, which then grows by ``backoff_factor`` up to ``max_poll_interval``).
+    :param timeout: seconds (or a timedelta) to wait for every message to reach a final status.
+    :param initial_delay: deferrable mode: seconds (or a timedelta) before the first poll.
+    :param max_poll_interval: deferrable mode: the longest wait between polls; every mode: the
+        longest backoff after transient trouble (seconds or a timedelta).
     :param backoff_factor: deferrable mode: growth of the interval after each poll.
     :param max_concurrency: requests in flight at once when waiting on many messages.
     """

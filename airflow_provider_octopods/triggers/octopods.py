@@ -48,7 +48,7 @@ __all__ = [
 
 class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
     """
-    Poll Octopods until every message is terminal (``delivered``, ``failed``, ``undelivered``).
+    Poll Octopods until every message is final (``delivered``, ``read``, ``failed``, ``undelivered``).
 
     Polls wait ``initial_delay`` first, then ``poll_interval``, growing by ``backoff_factor`` up to
     ``max_poll_interval``. Transient trouble (HTTP 429 or 5xx, unreadable answers, connection
@@ -61,15 +61,19 @@ class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
 
     The event's payload is JSON: ``status`` (``done``, ``timeout`` or ``error``), ``message_ids``,
     ``statuses`` (one ``SmsStatus.to_dict()`` or None per id, in input order), ``message`` and, for
-    errors, ``error`` (``OctopodsError.to_dict()``).
+    errors, ``error`` (``OctopodsError.to_dict()``); :mod:`airflow_provider_octopods._wait` builds
+    and reads it. An unexpected exception in the wait ends it with an ``error`` event too, never a
+    crash of the trigger.
 
     :param message_id: the message to wait on (or use ``message_ids``).
     :param octopods_conn_id: the Octopods connection; the key is read from it, never passed here.
-    :param poll_interval: seconds between polls at first.
-    :param end_time: the deadline, as a UNIX timestamp (or an aware datetime); None waits forever.
+    :param poll_interval: seconds (or a timedelta) between polls at first; more than 0.
+    :param end_time: the deadline, as a UNIX timestamp, a datetime or an ISO 8601 string (naive
+        means UTC); None waits forever.
     :param message_ids: the messages to wait on, instead of ``message_id``.
-    :param initial_delay: seconds before the first poll.
-    :param max_poll_interval: the longest wait between polls, and the cap of error backoff.
+    :param initial_delay: seconds (or a timedelta) before the first poll.
+    :param max_poll_interval: the longest wait between polls, and the cap of error backoff (seconds
+        or a timedelta).
     :param backoff_factor: how much the interval grows after each poll (1 keeps it fixed).
     :param max_concurrency: requests in flight at once when waiting on many messages.
     """
@@ -78,12 +82,12 @@ class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
         self,
         message_id: int | str | None = None,
         octopods_conn_id: str = "octopods_default",
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        end_time: float | datetime | None = None,
+        poll_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
+        end_time: float | datetime | str | None = None,
         *,
         message_ids: Sequence[int | str] | None = None,
-        initial_delay: float = DEFAULT_INITIAL_DELAY,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        initial_delay: float | timedelta = DEFAULT_INITIAL_DELAY,
+        max_poll_interval: float | timedelta = DEFAULT_MAX_POLL_INTERVAL,
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
