@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import pendulum
@@ -163,7 +163,7 @@ def parse_timestamp(value: str) -> datetime | None:
     """
     Parse an ISO 8601 date and time into an aware datetime (UTC when it has no offset), or None.
 
-    A date alone, a time alone or a duration is not a timestamp and gives None.
+    A date alone is its midnight, UTC; a time alone or a duration is not a timestamp and gives None.
 
     :param value: the text, e.g. ``2026-04-24T10:23:45Z``.
     """
@@ -171,7 +171,11 @@ def parse_timestamp(value: str) -> datetime | None:
         parsed = pendulum.parse(value.strip(), exact=True)
     except (ValueError, TypeError, OverflowError):  # pendulum's ParserError is a ValueError
         return None
-    return parsed if isinstance(parsed, datetime) else None
+    if isinstance(parsed, datetime):
+        return parsed
+    if isinstance(parsed, date):
+        return datetime(parsed.year, parsed.month, parsed.day, tzinfo=UTC)
+    return None
 
 
 def _parse_time(value: Any, field: str) -> datetime | None:
