@@ -7,13 +7,17 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowRescheduleException  # not in common.compat.sdk; same on 2 and 3
 from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
     BaseSensorOperator,
     PokeReturnValue,
     conf,
 )
+
+try:  # not in common.compat.sdk: the Task SDK's on Airflow 3, else Airflow 2's
+    from airflow.sdk.exceptions import AirflowRescheduleException
+except ImportError:  # pragma: no cover - Airflow 2
+    from airflow.exceptions import AirflowRescheduleException  # type: ignore[no-redef]
 
 from airflow_provider_octopods._wait import (
     DEFAULT_BACKOFF_FACTOR,
