@@ -90,41 +90,38 @@ def test_bad_durations_name_the_field(value):
         seconds(value, "timeout")
 
 
-def test_timedeltas_are_taken_everywhere_a_duration_is():
-    """Issue 10 #9: timedelta arguments crashed at run time with a retryable TypeError."""
+def _sensor(**kwargs):
+    return OctopodsSmsDeliverySensor(task_id="wait", message_id=1, **kwargs)
+
+
+def _operator(**kwargs):
     from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
 
-    minute = timedelta(minutes=1)
-    sensor = OctopodsSmsDeliverySensor(
-        task_id="wait",
-        message_id=1,
-        poke_interval=timedelta(seconds=10),
-        timeout=timedelta(hours=1),
-        initial_delay=timedelta(seconds=5),
-        max_poll_interval=minute,
+    return OctopodsSendSmsOperator(task_id="send", destination_phone="+15551234567", body="hi", **kwargs)
+
+
+@pytest.mark.parametrize(("build", "interval"), [(_sensor, "poke_interval"), (_operator, "poll_interval")])
+def test_timedeltas_are_taken_everywhere_a_duration_is(build, interval):
+    """Issue 10 #9: timedelta arguments crashed at run time with a retryable TypeError."""
+    durations = {
+        interval: timedelta(seconds=10),
+        "timeout": timedelta(hours=1),
+        "initial_delay": timedelta(seconds=5),
+        "max_poll_interval": timedelta(minutes=1),
+    }
+    task = build(**durations)
+    assert {name: getattr(task, name) for name in durations} == {
+        interval: 10.0,
+        "timeout": 3600.0,
+        "initial_delay": 5.0,
+        "max_poll_interval": 60.0,
+    }
+
+
+def test_the_trigger_takes_timedeltas():
+    trigger = OctopodsSmsDeliveryTrigger(
+        1, poll_interval=timedelta(seconds=10), max_poll_interval=timedelta(minutes=1)
     )
-    assert (sensor.poke_interval, sensor.timeout, sensor.initial_delay, sensor.max_poll_interval) == (
-        10.0,
-        3600.0,
-        5.0,
-        60.0,
-    )
-    operator = OctopodsSendSmsOperator(
-        task_id="send",
-        destination_phone="+15551234567",
-        body="hi",
-        poll_interval=timedelta(seconds=10),
-        timeout=timedelta(hours=1),
-        initial_delay=timedelta(seconds=5),
-        max_poll_interval=minute,
-    )
-    assert (operator.poll_interval, operator.timeout, operator.initial_delay, operator.max_poll_interval) == (
-        10.0,
-        3600.0,
-        5.0,
-        60.0,
-    )
-    trigger = OctopodsSmsDeliveryTrigger(1, poll_interval=timedelta(seconds=10), max_poll_interval=minute)
     assert (trigger.poll_interval, trigger.max_poll_interval) == (10.0, 60.0)
 
 
