@@ -208,7 +208,9 @@ class WaitEngine:
     :param end_time: the deadline (UNIX time), or None to wait until every message is final.
     """
 
-    def __init__(self, message_ids: Sequence[int], schedule: PollSchedule, end_time: float | None = None):
+    def __init__(
+        self, message_ids: Sequence[int], schedule: PollSchedule, end_time: float | None = None
+    ) -> None:
         self.message_ids = list(message_ids)
         self.schedule = schedule
         self.end_time = end_time
