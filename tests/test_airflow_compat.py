@@ -25,9 +25,6 @@ ALLOWED = ("airflow.providers.common.compat", "airflow.providers.http", "airflow
 GUARDED = {
     ("hooks/octopods.py", "airflow.sdk.log"): "amask_secret: Airflow 3's non-blocking secrets masker, "
     "for the triggerer's event loop; falls back to compat's mask_secret on Airflow 2",
-    ("sensors/octopods.py", "airflow.sdk.exceptions"): "AirflowRescheduleException (not in compat's sdk): "
-    "reschedule mode reschedules to the end of a backoff; Airflow 3's Task SDK",
-    ("sensors/octopods.py", "airflow.exceptions"): "AirflowRescheduleException on Airflow 2",
 }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -13,11 +12,6 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
     conf,
 )
-
-try:  # not in common.compat.sdk: the Task SDK's on Airflow 3, else Airflow 2's
-    from airflow.sdk.exceptions import AirflowRescheduleException
-except ImportError:  # pragma: no cover - Airflow 2
-    from airflow.exceptions import AirflowRescheduleException  # type: ignore[no-redef]
 
 from airflow_provider_octopods._wait import (
     DEFAULT_BACKOFF_FACTOR,
@@ -47,6 +41,7 @@ from airflow_provider_octopods.models import (
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import timedelta
 
     from airflow.providers.common.compat.sdk import Context
 
@@ -154,7 +149,7 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
         paces the pokes); after transient trouble, the engine's backoff decides.
         """
         if self._engine is None:
-            schedule = PollSchedule(0.0, self.poke_interval, 1.0, self.schedule.max_poll_interval)
+            schedule = PollSchedule(0.0, self.schedule.poll_interval, 1.0, self.schedule.max_poll_interval)
             self._engine = WaitEngine(self._ids(), schedule)
         return self._engine
 
@@ -185,7 +180,7 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
             message_id=None if multiple else ids[0],
             message_ids=ids if multiple else None,
             octopods_conn_id=self.octopods_conn_id,
-            poll_interval=self.poke_interval,
+            poll_interval=self.schedule.poll_interval,
             end_time=time.time() + self.timeout,
             initial_delay=self.initial_delay,
             max_poll_interval=self.max_poll_interval,
@@ -198,8 +193,9 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
         """
         Poll every message not yet final, unless backing off; done when all are.
 
-        In reschedule mode, a backoff longer than ``poke_interval`` (a ``Retry-After``, repeated
-        trouble) reschedules the task to the time it ends.
+        Airflow waits ``poke_interval`` before the next poke, or reschedules the task to then: it
+        is set to the engine's next delay, so a backoff (a ``Retry-After``, repeated trouble) holds
+        in every mode, reschedule mode included, where nothing else outlives the poke.
         """
         engine = self.engine
         if engine.is_backing_off(time.time()):
@@ -218,8 +214,7 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
             return PokeReturnValue(
                 is_done=True, xcom_value=self._result(statuses_from_event(step.event, None))
             )
-        if self.reschedule and step.delay > self.poke_interval:
-            raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=step.delay))
+        self.poke_interval = step.delay
         return PokeReturnValue(is_done=False)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
