@@ -193,9 +193,10 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
         """
         Poll every message not yet final, unless backing off; done when all are.
 
-        Airflow waits ``poke_interval`` before the next poke, or reschedules the task to then: it
-        is set to the engine's next delay, so a backoff (a ``Retry-After``, repeated trouble) holds
-        in every mode, reschedule mode included, where nothing else outlives the poke.
+        In poke mode the sensor lives through the wait: pokes during a backoff are skipped, so
+        Airflow still checks ``timeout`` every ``poke_interval``. In reschedule mode nothing
+        outlives the poke, so ``poke_interval`` (which Airflow reschedules the task by) is set to
+        the engine's next delay: a backoff (a ``Retry-After``, repeated trouble) holds there too.
         """
         engine = self.engine
         if engine.is_backing_off(time.time()):
@@ -214,7 +215,8 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
             return PokeReturnValue(
                 is_done=True, xcom_value=self._result(statuses_from_event(step.event, None))
             )
-        self.poke_interval = step.delay
+        if self.reschedule:
+            self.poke_interval = step.delay
         return PokeReturnValue(is_done=False)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
