@@ -151,6 +151,39 @@ class OctopodsCertificateError(OctopodsError, AirflowFailException):
     request_sent = False
 
 
+class OctopodsWaitAfterSendError(OctopodsError, AirflowFailException):
+    """
+    A send-and-wait task failed after its SMS was sent; it fails without retries.
+
+    A retry would send the SMS a second time. The message names the message id, so the wait can
+    be resumed with an ``OctopodsSmsDeliverySensor``.
+
+    :param message: what happened.
+    :param message_id: the id of the SMS that was sent, when known.
+    """
+
+    def __init__(self, message: str, message_id: int | str | None = None) -> None:
+        self.message_id = message_id
+        super().__init__(message)
+
+    @classmethod
+    def after(cls, sent: dict[str, Any], err: BaseException) -> OctopodsWaitAfterSendError:
+        """
+        Describe ``err``, raised after the send of ``sent`` (``SentSms.to_dict()``).
+
+        :param sent: the send's answer.
+        :param err: the failure.
+        """
+        message_id = sent.get("message_id")
+        reason = str(err) or type(err).__name__
+        return cls(
+            f"SMS {message_id} was sent, then this task failed: {reason}. It is not retried, so that a "
+            f"retry cannot text the recipient twice; wait on message_id {message_id} with an "
+            "OctopodsSmsDeliverySensor, or check its status in Octopods.",
+            message_id=message_id,
+        )
+
+
 _ERROR_TYPES: dict[str, type[OctopodsError]] = {
     cls.__name__: cls
     for cls in (
@@ -163,6 +196,7 @@ _ERROR_TYPES: dict[str, type[OctopodsError]] = {
         OctopodsTimeoutError,
         OctopodsSendUnconfirmedError,
         OctopodsCertificateError,
+        OctopodsWaitAfterSendError,
     )
 }
 

@@ -7,16 +7,20 @@ describe a failed or timed-out wait, so the poke and deferrable paths of the sen
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
+
+import pendulum
 
 from airflow_provider_octopods.exceptions import OctopodsInputError, OctopodsTransientError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -25,38 +29,60 @@ SENT = "sent"
 DELIVERED = "delivered"
 FAILED = "failed"
 UNDELIVERED = "undelivered"
+#: The recipient read the message (some channels report it): delivered, and more.
+READ = "read"
+#: Octopods does not know yet; polling goes on.
+UNKNOWN = "unknown"
 
-#: Statuses documented by Octopods, in the order a message moves through them.
-KNOWN_STATUSES: frozenset[str] = frozenset({QUEUED, SENT, DELIVERED, FAILED, UNDELIVERED})
-#: Polling further will not change these.
-TERMINAL_STATUSES: frozenset[str] = frozenset({DELIVERED, FAILED, UNDELIVERED})
+#: Terminal statuses that mean the SMS reached the handset.
+DELIVERED_STATUSES: frozenset[str] = frozenset({DELIVERED, READ})
 #: Terminal statuses that mean the SMS did not reach the handset.
 FAILED_STATUSES: frozenset[str] = frozenset({FAILED, UNDELIVERED})
-
+#: Polling further will not change these.
+TERMINAL_STATUSES: frozenset[str] = DELIVERED_STATUSES | FAILED_STATUSES
+#: Statuses Octopods documents; another one is logged once and treated as not final.
+KNOWN_STATUSES: frozenset[str] = TERMINAL_STATUSES | {QUEUED, SENT, UNKNOWN}
 MAX_BODY_LENGTH = 1600
 #: The largest message id accepted (a signed 64-bit integer), so an id always fits in a path.
 MAX_MESSAGE_ID = 2**63 - 1
+#: The longest rendered list (characters) read as a literal; a longer one is read as comma-separated.
+MAX_RENDERED_LENGTH = 2_000_000
 _DIGITS = re.compile(r"[0-9]+")
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+
+
+def _literal(text: str) -> Any:
+    """Return the Python or JSON literal a rendered template holds (``"['1', '2']"``), else ``text``."""
+    if text[:1] in "[({" and len(text) <= MAX_RENDERED_LENGTH:
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            pass
+    return text
 
 
 def validate_message_id(value: Any, field: str = "message_id") -> int:
     """
     Return ``value`` as a positive ``int`` message id, or raise a clear :class:`OctopodsInputError`.
 
-    Accepts an ``int`` or a string of ASCII digits (as rendered from XCom). Rejects everything
-    else, in particular anything that could alter the request path or query (``../1``, ``1?x=1``).
+    Accepts an ``int``, a string of ASCII digits (as rendered from XCom), or the send operator's
+    XCom (a dict, or its rendered text, holding ``message_id``). Rejects everything else, in
+    particular anything that could alter the request path or query (``../1``, ``1?x=1``).
 
     :param value: the message id to check.
     :param field: the argument's name, for the error message.
     """
     hint = "pass the integer message_id returned when the SMS was sent (e.g. 4829174)"
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = _literal(value.strip())
+    if isinstance(value, Mapping) and "message_id" in value:
+        value = value["message_id"]
     if isinstance(value, bool):
         raise OctopodsInputError(field, f"got a boolean ({value!r}); {hint}.")
     if isinstance(value, int):
         number = value
     elif isinstance(value, str):
-        text = value.strip()
+        text = value.strip().strip("'\"")
         shown = repr(value) if len(value) <= 40 else repr(value[:40] + "...")
         if not _DIGITS.fullmatch(text):
             raise OctopodsInputError(field, f"{shown} is not a string of digits; {hint}.")
@@ -76,26 +102,26 @@ def validate_message_ids(values: Any, field: str = "message_ids") -> list[int]:
     """
     Return the message ids as a non-empty list of ints, in input order, without duplicates.
 
-    Accepts a list or tuple of ids, or a string of comma-separated ids (a rendered template such
-    as ``"4829174, 4829175"`` or ``"[4829174, 4829175]"``).
+    Accepts any sequence or iterable of ids that is not a string (a list, a tuple, the output of a
+    mapped task), each item an id or the send operator's XCom (a dict holding ``message_id``); or
+    a string: comma-separated ids (``"4829174, 4829175"``), or a rendered Python or JSON list
+    (``"[4829174, 4829175]"``, ``"['4829174', '4829175']"``).
 
     :param values: the ids to check.
     :param field: the argument's name, for the error message.
     """
     if isinstance(values, str):
+        values = _literal(values.strip())
+    if isinstance(values, str):
         text = values.strip().removeprefix("[").removesuffix("]")
         items: Iterable[Any] = [part for part in (p.strip() for p in text.split(",")) if part]
-    elif isinstance(values, (list, tuple)):
+    elif isinstance(values, Iterable) and not isinstance(values, (bytes, Mapping)):
         items = values
     else:
         raise OctopodsInputError(
             field, f"got {type(values).__name__}; pass a list of message ids or a comma-separated string."
         )
-    ids: list[int] = []
-    for index, item in enumerate(items):
-        number = validate_message_id(item, f"{field}[{index}]")
-        if number not in ids:
-            ids.append(number)
+    ids = list(dict.fromkeys(validate_message_id(item, f"{field}[{i}]") for i, item in enumerate(items)))
     if not ids:
         raise OctopodsInputError(field, "the list is empty; pass at least one message id.")
     return ids
@@ -133,22 +159,33 @@ def validate_body(value: Any, field: str = "body") -> str:
     return value
 
 
+def parse_timestamp(value: str) -> datetime | None:
+    """
+    Parse an ISO 8601 date and time into an aware datetime (UTC when it has no offset), or None.
+
+    A date alone is its midnight, UTC; a time alone or a duration is not a timestamp and gives None.
+
+    :param value: the text, e.g. ``2026-04-24T10:23:45Z``.
+    """
+    try:
+        parsed = pendulum.parse(value.strip(), exact=True)
+    except (ValueError, TypeError, OverflowError):  # pendulum's ParserError is a ValueError
+        return None
+    if isinstance(parsed, datetime):
+        return parsed
+    if isinstance(parsed, date):
+        return datetime(parsed.year, parsed.month, parsed.day, tzinfo=UTC)
+    return None
+
+
 def _parse_time(value: Any, field: str) -> datetime | None:
-    """Parse an ISO-8601 timestamp into an aware datetime (UTC when no offset); None if absent or bad."""
+    """Parse a timestamp of Octopods' answer; None, with a warning, if absent or unreadable."""
     if value is None or value == "":
         return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            pass
-        else:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    log.warning("Octopods sent an unreadable %s (%.40r); ignoring it.", field, value)
-    return None
+    parsed = parse_timestamp(value) if isinstance(value, str) else None
+    if parsed is None:
+        log.warning("Octopods sent an unreadable %s (%.40r); ignoring it.", field, value)
+    return parsed
 
 
 def _optional_str(value: Any) -> str | None:
@@ -168,12 +205,13 @@ class SmsStatus:
     The status of one SMS, as Octopods reports it.
 
     :param message_id: the message id.
-    :param status: the status, lower-cased (``queued``, ``sent``, ``delivered``, ``failed``,
-        ``undelivered``, or a value Octopods added later).
+    :param status: the status, lower-cased (``queued``, ``sent``, ``unknown``, ``delivered``,
+        ``read``, ``failed``, ``undelivered``, or a value Octopods added later).
     :param phone_number: the destination number.
     :param sent_at: when the SMS provider handed the message to the network, if it did.
     :param delivered_at: when the carrier confirmed delivery, if it did.
-    :param failure_reason: Octopods' reason, verbatim, when the status is a failure.
+    :param failure_reason: Octopods' reason, verbatim, when the status is a failure (its
+        ``failure_reason``, else its ``status_message``).
     :param request_id: Octopods' id of the request that returned this status.
     """
 
@@ -192,8 +230,8 @@ class SmsStatus:
 
     @property
     def is_delivered(self) -> bool:
-        """Whether the carrier confirmed delivery."""
-        return self.status == DELIVERED
+        """Whether the carrier confirmed delivery (``delivered``, or ``read``)."""
+        return self.status in DELIVERED_STATUSES
 
     @property
     def is_failed(self) -> bool:
@@ -238,7 +276,7 @@ class SmsStatus:
             phone_number=_optional_str(payload.get("phone_number")),
             sent_at=_parse_time(payload.get("sent_at"), "sent_at"),
             delivered_at=_parse_time(payload.get("delivered_at"), "delivered_at"),
-            failure_reason=_optional_str(payload.get("failure_reason")),
+            failure_reason=_optional_str(payload.get("failure_reason") or payload.get("status_message")),
             request_id=_optional_str(request_id),
         )
 

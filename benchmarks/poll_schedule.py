@@ -106,16 +106,11 @@ class Schedule:
 
 
 def default_schedule() -> Schedule:
-    """The trigger's defaults, read from the trigger module."""
-    from airflow_provider_octopods.triggers import octopods as t
+    """The defaults of the wait engine, which every mode polls with."""
+    from airflow_provider_octopods._wait import PollSchedule
 
-    return Schedule(
-        "default",
-        t.DEFAULT_INITIAL_DELAY,
-        t.DEFAULT_POLL_INTERVAL,
-        t.DEFAULT_BACKOFF_FACTOR,
-        t.DEFAULT_MAX_POLL_INTERVAL,
-    )
+    d = PollSchedule()
+    return Schedule("default", d.initial_delay, d.poll_interval, d.backoff_factor, d.max_poll_interval)
 
 
 def candidates() -> list[Schedule]:

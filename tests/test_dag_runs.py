@@ -187,3 +187,22 @@ def test_batch_all_delivered_returns_list_in_input_order(mode, octopods_conn, ca
     assert state == "success"
     assert [s["message_id"] for s in xcom] == [second, first]
     assert {s["status"] for s in xcom} == {"delivered"}
+
+
+def test_reschedule_mode_keeps_the_retry_after_of_a_429(octopods_conn, capfd, caplog):
+    """
+    Issue 10 #8: reschedule mode rebuilds the sensor for every poke, so its backoff was lost and a
+    429 with ``Retry-After: 2`` was followed by a poke after ``poke_interval`` (0.1 s). The poke now
+    reschedules the task to the time the backoff ends.
+    """
+    message_id = octopods_conn.add_message("queued", "delivered")
+    octopods_conn.inject(Reply(429, {"error": "Too many requests"}, {"Retry-After": "2"}))
+
+    results, output = run_dag("octopods_test_reschedule", {"message_id": message_id}, capfd, caplog)
+
+    state, xcom = results["wait_for_delivery"]
+    assert (state, xcom["status"]) == ("success", "delivered")
+    polls = [r.at for r in octopods_conn.requests if r.path.endswith(f"/{message_id}")]
+    assert len(polls) >= 2
+    assert polls[1] - polls[0] >= 2.0  # the second poll waited out the Retry-After
+    assert "Next poll in 2.0 s" in output

@@ -229,3 +229,22 @@ def test_permanent_errors_fail_without_retry_and_transient_ones_do_not():
     assert issubclass(OctopodsBadRequestError, AirflowFailException)
     assert not issubclass(OctopodsTransientError, AirflowFailException)
     assert not issubclass(OctopodsApiError, AirflowFailException)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-04-24T10:23:45Z", datetime(2026, 4, 24, 10, 23, 45, tzinfo=UTC)),
+        ("2026-04-24T10:23:45", datetime(2026, 4, 24, 10, 23, 45, tzinfo=UTC)),  # no offset: UTC
+        ("2026-04-24T15:53:45.5+05:30", datetime(2026, 4, 24, 10, 23, 45, 500000, tzinfo=UTC)),
+        ("2026-04-24 10:23:45+00:00", datetime(2026, 4, 24, 10, 23, 45, tzinfo=UTC)),
+        ("2026-04-24", datetime(2026, 4, 24, tzinfo=UTC)),
+        ("12:00", None),  # a time alone is no timestamp
+        ("P1D", None),
+        ("yesterday", None),
+    ],
+)
+def test_iso_8601_timestamps_parse_through_pendulum(text, expected):
+    from airflow_provider_octopods.models import parse_timestamp
+
+    assert parse_timestamp(text) == expected

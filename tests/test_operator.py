@@ -152,9 +152,8 @@ def test_send_with_unknown_outcome_fails_without_retry(mode, octopods_conn, capf
 
     assert results["send_sms"] == ("failed", None)
     assert "OctopodsSendUnconfirmedError" in output
-    assert (
-        "Octopods answered HTTP 503 (server trouble). The SMS may have been sent: it is not sent again"
-    ) in output
+    assert "HTTP 503" in output
+    assert "The SMS may have been sent: it is not sent again" in output
     assert posts(octopods_conn) == 1
 
 
@@ -228,11 +227,24 @@ def _operator(**kwargs):
     return OctopodsSendSmsOperator(task_id="send_sms", destination_phone="+15551234567", body="hi", **kwargs)
 
 
+class _Ti:
+    """The few task-instance methods a deferring send uses: XCom kept in a dict."""
+
+    task_id, map_index = "send_sms", -1
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.xcom[key] = value
+
+
 def test_deferrable_defers_on_the_message_it_sent_and_finishes_without_sending(octopods_conn):
     operator = _operator(deferrable=True, timeout=60, poll_interval=0.1)
+    ti = _Ti()
 
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute(context={})
+        operator.execute(context={"ti": ti})
 
     (message_id,) = octopods_conn.messages
     trigger = deferred.value.trigger
@@ -240,6 +252,7 @@ def test_deferrable_defers_on_the_message_it_sent_and_finishes_without_sending(o
     assert trigger.ids == [message_id]
     assert deferred.value.method_name == "execute_complete"
     assert deferred.value.kwargs["sent"]["message_id"] == message_id
+    assert ti.xcom["octopods_sent"] == deferred.value.kwargs["sent"]  # where a failed resume finds it
     assert TEST_API_KEY not in json.dumps(trigger.serialize())
 
     event = {
@@ -393,3 +406,100 @@ async def test_many_messages_are_polled_with_bounded_concurrency(octopods_conn):
     # Each first request hangs 0.3 s: with 2 in flight at most, they arrive two by two.
     arrivals = sorted(r.at for r in octopods_conn.requests)[:6]
     assert all(later - earlier >= 0.25 for earlier, later in zip(arrivals, arrivals[2:], strict=False))
+
+
+# -- never text twice: no failure after a successful send can lead to a second send (issue 10 #3) --
+
+
+def _the_sent_message(simulator) -> int:
+    (message_id,) = simulator.messages
+    return message_id
+
+
+def test_wait_cut_by_execution_timeout_fails_without_resending(octopods_conn, capfd, caplog):
+    """The worker's wait is cut by execution_timeout; with retries=2 a retry used to send twice more."""
+    results, output = run_dag("octopods_test_send_and_wait_cut_worker", {}, capfd, caplog)
+
+    assert results["send_sms"] == ("failed", None)
+    message_id = _the_sent_message(octopods_conn)
+    assert "OctopodsWaitAfterSendError" in output
+    assert f"SMS {message_id} was sent, then this task failed" in output
+    assert f"wait on message_id {message_id}" in output
+    assert posts(octopods_conn) == 1
+
+
+def test_trigger_crash_fails_without_resending(octopods_conn, capfd, caplog, monkeypatch):
+    """An unexpected error in the trigger becomes an error event; the task fails, naming the SMS, once."""
+    from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
+
+    async def crash(self, message_id, timeout=None):
+        raise RuntimeError("a bug in the status parser")
+
+    monkeypatch.setattr(OctopodsAsyncHook, "get_sms_status", crash)
+
+    results, output = run_dag("octopods_test_send_and_wait_cut_deferrable", {}, capfd, caplog)
+
+    assert results["send_sms"] == ("failed", None)
+    message_id = _the_sent_message(octopods_conn)
+    assert f"The wait on SMS {message_id} stopped on an unexpected error" in output
+    assert "a bug in the status parser" in output
+    assert f"SMS {message_id} was sent, then this task failed" in output
+    assert posts(octopods_conn) == 1
+
+
+class _ResumedTi(_Ti):
+    """A task instance resumed by Airflow: it reads back what the deferring try kept in XCom."""
+
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: int) -> object:
+        assert (task_ids, map_indexes) == (self.task_id, self.map_index)
+        return self.xcom.get(key)
+
+
+@pytest.mark.parametrize("error", ["Trigger timeout", "Trigger failure"])
+def test_failed_or_timed_out_trigger_resumes_into_a_final_error_naming_the_sms(error):
+    """
+    Airflow resumes a task whose trigger failed, or whose defer timeout passed, with next_method
+    "__fail__" and its own next_kwargs (the defer kwargs are gone); its error would be retried.
+    """
+    ti = _ResumedTi()
+    ti.xcom_push("octopods_sent", {"message_id": 4829174, "request_id": "r-1"})
+
+    with pytest.raises(AirflowFailException, match="SMS 4829174 was sent, then this task failed") as failed:
+        _operator(deferrable=True).resume_execution("__fail__", {"error": error}, {"ti": ti})
+
+    assert failed.value.message_id == 4829174
+    with pytest.raises(AirflowFailException, match="SMS \\(unknown: see the task's log\\) was sent"):
+        _operator(deferrable=True).resume_execution("__fail__", {"error": error}, {"ti": _ResumedTi()})
+
+
+def test_a_rejected_key_during_the_wait_names_the_sent_sms(octopods_conn):
+    operator = _operator(poll_interval=0.05, initial_delay=0, timeout=10)
+    sent = operator._send()
+    octopods_conn.rotate_key("another-key-0123456789")  # between the send and the first poll
+
+    with pytest.raises(AirflowFailException, match=f"SMS {sent.message_id} was sent, then this task failed"):
+        operator.execute_complete(
+            {}, operator._wait_in_process(_trigger_for(operator, sent.message_id)), sent=sent.to_dict()
+        )
+
+
+def _trigger_for(operator, message_id):
+    return OctopodsSmsDeliveryTrigger(
+        message_id, poll_interval=operator.poll_interval, initial_delay=0, end_time=time.time() + 10
+    )
+
+
+# -- the send operator's mapped output feeds one sensor (issue 10 #6) ------------------------------
+
+
+def test_mapped_send_then_one_sensor_on_its_output(octopods_conn, capfd, caplog):
+    """The one-liner: ``message_ids=OctopodsSendSmsOperator.partial(...).expand(...).output``."""
+    phones = ["+15551234567", "+15557654321", "+15553217777"]
+
+    results, _ = run_dag("octopods_test_batch_send_output", {"phones": phones}, capfd, caplog)
+
+    state, statuses = results["wait_for_delivery"]
+    assert state == "success"
+    assert sorted(s["phone_number"] for s in statuses) == sorted(phones)
+    assert {s["status"] for s in statuses} == {"delivered"}
+    assert posts(octopods_conn) == 3

@@ -3,33 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
-from airflow.providers.common.compat.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import BaseOperator, TaskDeferred, conf
 
-from airflow_provider_octopods.exceptions import (
-    OctopodsSendUnconfirmedError,
-    OctopodsTransientError,
-)
-from airflow_provider_octopods.sensors.octopods import (
-    _DEFER_TIMEOUT_GRACE,
-    DEFAULT_TIMEOUT,
-    require_delivered,
-    statuses_from_event,
-)
-from airflow_provider_octopods.triggers.octopods import (
+from airflow_provider_octopods._wait import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_INITIAL_DELAY,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
-    OctopodsSmsDeliveryTrigger,
+    DEFAULT_TIMEOUT,
+    PollSchedule,
+    ScheduledWait,
+    require_delivered,
+    seconds,
+    statuses_from_event,
 )
+from airflow_provider_octopods.exceptions import (
+    OctopodsDeliveryError,
+    OctopodsSendUnconfirmedError,
+    OctopodsTimeoutError,
+    OctopodsTransientError,
+    OctopodsWaitAfterSendError,
+)
+from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger, defer_wait
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Sequence
+    from collections.abc import AsyncGenerator, Iterator, Sequence
+    from datetime import timedelta
 
     from airflow.providers.common.compat.sdk import Context
     from airflow.triggers.base import TriggerEvent
@@ -39,12 +43,15 @@ if TYPE_CHECKING:
 
 __all__ = ["OctopodsSendSmsOperator"]
 
-#: HTTP statuses with which a server refuses a request before acting on it: a send that got one
-#: was certainly not sent, so a task retry cannot send the SMS twice.
-_NOT_PROCESSED_STATUSES = frozenset({408, 425, 429})
+#: The XCom key under which a deferring send-and-wait keeps what it sent, for a failed resume.
+SENT_XCOM_KEY = "octopods_sent"
+#: Airflow's ``next_method`` of a task whose trigger failed or whose defer timeout passed.
+TRIGGER_FAIL = "__fail__"
+#: Failures after a send that already fail without retry and already name the message.
+_FINAL_AFTER_SEND = (OctopodsDeliveryError, OctopodsTimeoutError, OctopodsWaitAfterSendError)
 
 
-class OctopodsSendSmsOperator(BaseOperator):
+class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
     """
     Send an SMS through Octopods; optionally wait until the carrier confirms delivery.
 
@@ -60,12 +67,16 @@ class OctopodsSendSmsOperator(BaseOperator):
     (:class:`~airflow_provider_octopods.triggers.octopods.OctopodsSmsDeliveryTrigger`) and the task
     finishes in :meth:`execute_complete`; otherwise it polls in the worker on the same schedule.
 
-    The SMS is sent at most once per task run: the wait never sends again. A send that fails in a
-    way that leaves unknown whether Octopods accepted it (a 5xx answer, a broken connection, a
-    timeout) raises :class:`OctopodsSendUnconfirmedError` and fails without retries, so a task
-    retry cannot text the recipient twice; a send Octopods refused (HTTP 429 rate limit, error
-    code 4 from the SMS provider) may be retried through the task's ``retries``. Invalid input
-    (a phone number that is not E.164, an empty or too long body) fails before any request.
+    The SMS is never sent twice. A send that fails in a way that leaves unknown whether Octopods
+    accepted it (a 5xx answer, a broken connection, a timeout) raises
+    :class:`OctopodsSendUnconfirmedError` and fails without retries; a send that certainly did
+    not reach Octopods (no connection, HTTP 429) may be retried through the task's ``retries``.
+    Once a send succeeded, every later failure of the task (the wait cut by
+    ``execution_timeout``, a rejected key, a crashed or timed-out trigger, anything) fails without
+    retries too, as :class:`OctopodsWaitAfterSendError` naming the message id, unless it is already
+    such a final error (a failed delivery, a timed-out wait); a deferring task keeps the send's
+    answer in XCom (key ``octopods_sent``) to name it after a failed trigger. Invalid input (a phone number that
+    is not E.164, an empty or too long body) fails before any request.
 
     .. seealso::
         :ref:`howto/operator:OctopodsSendSmsOperator`
@@ -79,11 +90,12 @@ class OctopodsSendSmsOperator(BaseOperator):
         delivered.
     :param deferrable: wait in the triggerer instead of a worker slot (only with
         ``wait_for_delivery``).
-    :param poll_interval: seconds between the first polls; grows by ``backoff_factor`` up to
-        ``max_poll_interval``.
-    :param timeout: seconds to wait for a final status after the send.
-    :param initial_delay: seconds between the send and the first poll.
-    :param max_poll_interval: the longest wait between polls, and the cap of error backoff.
+    :param poll_interval: seconds (or a timedelta) between the first polls, more than 0; grows by
+        ``backoff_factor`` up to ``max_poll_interval``.
+    :param timeout: seconds (or a timedelta) to wait for a final status after the send.
+    :param initial_delay: seconds (or a timedelta) between the send and the first poll.
+    :param max_poll_interval: the longest wait between polls, and the cap of error backoff
+        (seconds or a timedelta).
     :param backoff_factor: growth of the interval after each poll (1 keeps it fixed).
     :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>`.
     """
@@ -101,10 +113,10 @@ class OctopodsSendSmsOperator(BaseOperator):
         intercom_teammate_id: str | int | None = None,
         wait_for_delivery: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float = DEFAULT_TIMEOUT,
-        initial_delay: float = DEFAULT_INITIAL_DELAY,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        poll_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        initial_delay: float | timedelta = DEFAULT_INITIAL_DELAY,
+        max_poll_interval: float | timedelta = DEFAULT_MAX_POLL_INTERVAL,
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         octopods_conn_id: str = "octopods_default",
         **kwargs: Any,
@@ -117,11 +129,8 @@ class OctopodsSendSmsOperator(BaseOperator):
         self.intercom_teammate_id = intercom_teammate_id
         self.wait_for_delivery = wait_for_delivery
         self.deferrable = deferrable
-        self.poll_interval = float(poll_interval)
-        self.timeout = float(timeout)
-        self.initial_delay = float(initial_delay)
-        self.max_poll_interval = float(max_poll_interval)
-        self.backoff_factor = float(backoff_factor)
+        self.schedule = PollSchedule.of(initial_delay, poll_interval, backoff_factor, max_poll_interval)
+        self.timeout = seconds(timeout, "timeout")
         self.octopods_conn_id = octopods_conn_id
 
     @cached_property
@@ -134,9 +143,12 @@ class OctopodsSendSmsOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         try:
             sent = self._send()
-            self.log.info("Octopods accepted SMS %s (request_id %s).", sent.message_id, sent.request_id)
-            if not self.wait_for_delivery:
-                return sent.to_dict()
+        finally:
+            self.hook.close()
+        self.log.info("Octopods accepted SMS %s (request_id %s).", sent.message_id, sent.request_id)
+        if not self.wait_for_delivery:
+            return sent.to_dict()
+        with _never_resend(sent.to_dict()):
             trigger = OctopodsSmsDeliveryTrigger(
                 message_id=sent.message_id,
                 octopods_conn_id=self.octopods_conn_id,
@@ -147,15 +159,11 @@ class OctopodsSendSmsOperator(BaseOperator):
                 backoff_factor=self.backoff_factor,
             )
             if self.deferrable:
-                self.defer(
-                    trigger=trigger,
-                    method_name="execute_complete",
-                    kwargs={"sent": sent.to_dict()},
-                    timeout=timedelta(seconds=self.timeout + _DEFER_TIMEOUT_GRACE),
-                )
-            return self.execute_complete(context, self._wait_in_process(trigger), sent=sent.to_dict())
-        finally:
-            self.hook.close()
+                # Kept where a failed resume finds it: Airflow replaces the defer kwargs then.
+                context["ti"].xcom_push(key=SENT_XCOM_KEY, value=sent.to_dict())
+                defer_wait(self, trigger, self.timeout, kwargs={"sent": sent.to_dict()})
+            event = self._wait_in_process(trigger)
+        return self.execute_complete(context, event, sent=sent.to_dict())
 
     def _send(self) -> SentSms:
         """Send the SMS once; turn a failure that may hide a successful send into a final error."""
@@ -168,11 +176,10 @@ class OctopodsSendSmsOperator(BaseOperator):
                 intercom_teammate_id=self.intercom_teammate_id,
             )
         except OctopodsTransientError as err:
-            if err.status_code in _NOT_PROCESSED_STATUSES or not err.request_sent:
+            if not err.request_sent:
                 raise  # certainly not sent: the task's retries may send it
-            reason = str(err).replace("; will ask again", "")  # the send is not asked again
             raise OctopodsSendUnconfirmedError(
-                f"{reason} The SMS may have been sent: it is not sent again, so that a retry cannot text "
+                f"{err} The SMS may have been sent: it is not sent again, so that a retry cannot text "
                 "the recipient twice. Check in Octopods whether it went out before clearing this task."
             ) from None
 
@@ -181,8 +188,8 @@ class OctopodsSendSmsOperator(BaseOperator):
         """
         Run the trigger's own loop in this worker and return its event (non-deferrable wait).
 
-        The same schedule, backoff, deadline and error rules as in the triggerer, from the same
-        code: only the process differs.
+        The same engine, schedule, backoff, deadline and error rules as in the triggerer: only the
+        process differs.
         """
 
         async def first_event() -> dict[str, Any] | None:
@@ -200,15 +207,61 @@ class OctopodsSendSmsOperator(BaseOperator):
         self, context: Context, event: dict[str, Any] | None = None, sent: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """
-        Finish the wait: return the final status, or fail like the sensor does.
+        Finish the wait: return the final status, or fail like the sensor does (without retries).
 
         Called after the trigger fired (deferrable mode) or after polling in the worker; it never
         sends anything.
 
         :param context: the task context.
         :param event: the trigger's event payload.
-        :param sent: the send's answer (``SentSms.to_dict()``), for the logs.
+        :param sent: the send's answer (``SentSms.to_dict()``).
         """
-        if sent:
-            self.log.info("Wait on SMS %s ended: %s.", sent.get("message_id"), (event or {}).get("status"))
-        return require_delivered(statuses_from_event(event, self.timeout), self.log)[0]
+        with _never_resend(sent):
+            if sent:
+                self.log.info(
+                    "Wait on SMS %s ended: %s.", sent.get("message_id"), (event or {}).get("status")
+                )
+            return require_delivered(statuses_from_event(event, self.timeout), self.log)[0]
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """
+        Resume after the trigger, knowing what was sent even where Airflow dropped the defer kwargs.
+
+        When the trigger failed or Airflow's defer timeout passed, Airflow resumes with
+        ``next_method`` ``"__fail__"`` and its own ``next_kwargs``, and the error it raises would be
+        retried, sending the SMS again: the message kept in XCom at deferral is named instead, and
+        the task fails without retries.
+        """
+        next_kwargs = dict(next_kwargs or {})
+        sent = next_kwargs.pop("sent", None) or self._kept_sent(context)
+        if next_method != TRIGGER_FAIL:
+            return super().resume_execution(next_method, {**next_kwargs, "sent": sent}, context)
+        with _never_resend(sent or {"message_id": "(unknown: see the task's log)"}):
+            return super().resume_execution(next_method, next_kwargs, context)
+
+    @staticmethod
+    def _kept_sent(context: Context) -> dict[str, Any] | None:
+        """Return the ``SentSms.to_dict()`` kept in XCom when this task deferred, if any."""
+        ti = context["ti"]
+        return ti.xcom_pull(task_ids=ti.task_id, key=SENT_XCOM_KEY, map_indexes=ti.map_index)
+
+
+@contextlib.contextmanager
+def _never_resend(sent: dict[str, Any] | None) -> Iterator[None]:
+    """
+    Turn every failure after the send of ``sent`` into one that fails without retries.
+
+    A retry would run ``execute`` again and text the recipient a second time. Deferring passes
+    through, and so do failures that already fail without retries and name the message.
+
+    :param sent: the send's answer (``SentSms.to_dict()``), or None when nothing was sent here.
+    """
+    if not sent:
+        yield
+        return
+    try:
+        yield
+    except (TaskDeferred, GeneratorExit, *_FINAL_AFTER_SEND):
+        raise
+    except BaseException as err:  # anything: execution_timeout, SIGTERM, a crash
+        raise OctopodsWaitAfterSendError.after(sent, err) from err

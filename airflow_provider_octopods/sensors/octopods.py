@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -14,48 +13,48 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_octopods._http import backoff_delay
-from airflow_provider_octopods.exceptions import (
-    OctopodsDeliveryError,
-    OctopodsError,
-    OctopodsInputError,
-    OctopodsTimeoutError,
-    OctopodsTransientError,
-    error_from_dict,
-)
-from airflow_provider_octopods.models import (
-    SmsStatus,
-    failure_message,
-    timeout_message,
-    validate_message_id,
-    validate_message_ids,
-)
-from airflow_provider_octopods.triggers.octopods import (
+from airflow_provider_octopods._wait import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_INITIAL_DELAY,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    PollSchedule,
+    ScheduledWait,
+    WaitEngine,
+    require_delivered,
+    seconds,
+    statuses_from_event,
+)
+from airflow_provider_octopods.exceptions import (
+    OctopodsError,
+    OctopodsInputError,
+    OctopodsTimeoutError,
+)
+from airflow_provider_octopods.models import (
+    SmsStatus,
+    timeout_message,
+    validate_message_id,
+    validate_message_ids,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import timedelta
 
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_octopods.hooks.octopods import OctopodsHook
 
-#: How long to wait for delivery unless told otherwise: carriers usually confirm within minutes.
-DEFAULT_TIMEOUT = 60 * 60.0
-#: Extra time Airflow's own defer timeout allows past ours, so the trigger's clearer timeout wins.
-_DEFER_TIMEOUT_GRACE = 300.0
+__all__ = ["DEFAULT_TIMEOUT", "OctopodsSmsDeliverySensor", "require_delivered", "statuses_from_event"]
 
 
-class OctopodsSmsDeliverySensor(BaseSensorOperator):
+class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
     """
     Wait until an SMS sent through Octopods is delivered; fail if it is not.
 
-    Succeeds when every message is ``delivered`` and returns the final status
+    Succeeds when every message is ``delivered`` (or ``read``) and returns the final status
     (``SmsStatus.to_dict()``, or a list of them in input order for ``message_ids``) as XCom.
     Fails without retries when a message ends ``failed`` or ``undelivered`` (the error holds the
     message id, the status and Octopods' ``failure_reason``), when Octopods rejects the key or the
@@ -63,7 +62,9 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
     (HTTP 429, 5xx, timeouts, unreadable answers) never fails the task: it polls again, backing
     off with jitter (honouring ``Retry-After``) up to ``max_poll_interval``. In poke mode each
     poke makes one request per message and never sleeps, so the wait ends within one request
-    timeout of ``timeout``.
+    timeout of ``timeout``; in reschedule mode a backoff longer than ``poke_interval`` reschedules
+    the task to its end. Every mode drives the same
+    :class:`~airflow_provider_octopods._wait.WaitEngine`.
 
     In deferrable mode the wait runs in the triggerer
     (:class:`~airflow_provider_octopods.triggers.octopods.OctopodsSmsDeliveryTrigger`), which
@@ -72,17 +73,19 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
     .. seealso::
         :ref:`howto/sensor:OctopodsSmsDeliverySensor`
 
-    :param message_id: the message to wait on (templated; usually pulled from XCom).
-    :param message_ids: the messages to wait on, instead of ``message_id`` (templated; a list or a
-        comma-separated string).
+    :param message_id: the message to wait on (templated; usually pulled from XCom): an id, or the
+        send operator's XCom (a dict holding ``message_id``).
+    :param message_ids: the messages to wait on, instead of ``message_id`` (templated): any
+        sequence of ids or of the send operator's XComs (e.g. a mapped send's ``.output``), or a
+        string of comma-separated ids, a rendered Python list or a JSON array.
     :param octopods_conn_id: the Octopods connection.
     :param deferrable: wait in the triggerer instead of a worker slot.
-    :param poke_interval: seconds between polls (in deferrable mode, the first interval, which then
-        grows by ``backoff_factor`` up to ``max_poll_interval``).
-    :param timeout: seconds to wait for every message to reach a final status.
-    :param initial_delay: deferrable mode: seconds before the first poll.
-    :param max_poll_interval: deferrable mode: the longest wait between polls; both modes: the
-        longest backoff after transient trouble.
+    :param poke_interval: seconds (or a timedelta; more than 0) between polls (in deferrable mode,
+        the first interval, which then grows by ``backoff_factor`` up to ``max_poll_interval``).
+    :param timeout: seconds (or a timedelta) to wait for every message to reach a final status.
+    :param initial_delay: deferrable mode: seconds (or a timedelta) before the first poll.
+    :param max_poll_interval: deferrable mode: the longest wait between polls; every mode: the
+        longest backoff after transient trouble (seconds or a timedelta).
     :param backoff_factor: deferrable mode: growth of the interval after each poll.
     :param max_concurrency: requests in flight at once when waiting on many messages.
     """
@@ -93,19 +96,20 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        message_id: int | str | None = None,
-        message_ids: Sequence[int | str] | str | None = None,
+        message_id: Any = None,
+        message_ids: Any = None,
         octopods_conn_id: str = "octopods_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poke_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float = DEFAULT_TIMEOUT,
-        initial_delay: float = DEFAULT_INITIAL_DELAY,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        poke_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        initial_delay: float | timedelta = DEFAULT_INITIAL_DELAY,
+        max_poll_interval: float | timedelta = DEFAULT_MAX_POLL_INTERVAL,
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        poke_interval = seconds(poke_interval, "poke_interval", positive=True)
+        super().__init__(poke_interval=poke_interval, timeout=seconds(timeout, "timeout"), **kwargs)
         if (message_id is None) == (message_ids is None):
             raise OctopodsInputError(
                 "message_id", "pass exactly one of message_id (one SMS) and message_ids (many)."
@@ -114,14 +118,11 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
         self.message_ids = message_ids
         self.octopods_conn_id = octopods_conn_id
         self.deferrable = deferrable
-        self.initial_delay = initial_delay
-        self.max_poll_interval = max_poll_interval
-        self.backoff_factor = backoff_factor
+        self.schedule = PollSchedule.of(
+            initial_delay, poke_interval, backoff_factor, max_poll_interval, interval_field="poke_interval"
+        )
         self.max_concurrency = max_concurrency
-        self._last_seen: dict[int, SmsStatus] = {}
-        self._not_before = 0.0
-        self._failures = 0
-        self._last_error: str | None = None
+        self._engine: WaitEngine | None = None
 
     def _ids(self) -> list[int]:
         """Return the rendered ids, validated: a clear error before any request."""
@@ -141,6 +142,17 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
 
         return OctopodsHook(self.octopods_conn_id, max_retries=0)
 
+    @property
+    def engine(self) -> WaitEngine:
+        """
+        The wait of poke and reschedule mode: polls at once, then every ``poke_interval`` (Airflow
+        paces the pokes); after transient trouble, the engine's backoff decides.
+        """
+        if self._engine is None:
+            schedule = PollSchedule(0.0, self.schedule.poll_interval, 1.0, self.schedule.max_poll_interval)
+            self._engine = WaitEngine(self._ids(), schedule)
+        return self._engine
+
     def _result(self, statuses: list[SmsStatus]) -> Any:
         """Fail on any failed delivery; else return the XCom value (a dict, or a list for many)."""
         dicts = require_delivered(statuses, self.log)
@@ -154,65 +166,57 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
             except OctopodsTimeoutError:
                 raise
             except AirflowSensorTimeout:
-                pending = [i for i in ids if not (i in self._last_seen and self._last_seen[i].is_terminal)]
+                engine = self.engine
                 raise OctopodsTimeoutError(
-                    timeout_message(pending, self._last_seen, self.timeout, self._last_error)
+                    timeout_message(engine.pending, engine.last, self.timeout, engine.last_error)
                 ) from None
             finally:
                 if "hook" in self.__dict__:
                     self.hook.close()
-        from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger
+        from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger, defer_wait
 
         multiple = self.message_ids is not None
-        self.defer(
-            trigger=OctopodsSmsDeliveryTrigger(
-                message_id=None if multiple else ids[0],
-                message_ids=ids if multiple else None,
-                octopods_conn_id=self.octopods_conn_id,
-                poll_interval=self.poke_interval,
-                end_time=time.time() + self.timeout,
-                initial_delay=self.initial_delay,
-                max_poll_interval=self.max_poll_interval,
-                backoff_factor=self.backoff_factor,
-                max_concurrency=self.max_concurrency,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + _DEFER_TIMEOUT_GRACE),
+        trigger = OctopodsSmsDeliveryTrigger(
+            message_id=None if multiple else ids[0],
+            message_ids=ids if multiple else None,
+            octopods_conn_id=self.octopods_conn_id,
+            poll_interval=self.schedule.poll_interval,
+            end_time=time.time() + self.timeout,
+            initial_delay=self.initial_delay,
+            max_poll_interval=self.max_poll_interval,
+            backoff_factor=self.backoff_factor,
+            max_concurrency=self.max_concurrency,
         )
+        defer_wait(self, trigger, self.timeout)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        """Ask for the status of every message not yet final; done when all are."""
-        ids = self._ids()
-        if time.monotonic() < self._not_before:
+        """
+        Poll every message not yet final, unless backing off; done when all are.
+
+        In poke mode the sensor lives through the wait: pokes during a backoff are skipped, so
+        Airflow still checks ``timeout`` every ``poke_interval``. In reschedule mode nothing
+        outlives the poke, so ``poke_interval`` (which Airflow reschedules the task by) is set to
+        the engine's next delay: a backoff (a ``Retry-After``, repeated trouble) holds there too.
+        """
+        engine = self.engine
+        if engine.is_backing_off(time.time()):
             self.log.info("Backing off after transient trouble; skipping this poke.")
             return PokeReturnValue(is_done=False)
-        hook = self.hook
-        for message_id in ids:
-            seen = self._last_seen.get(message_id)
-            if seen is not None and seen.is_terminal:
-                continue
+        results: list[SmsStatus | OctopodsError] = []
+        for message_id in engine.pending:
             try:
-                status = hook.get_sms_status(message_id)
-            except OctopodsTransientError as err:
-                self._last_error = str(err)
-                self._failures += 1
-                cap = max(float(self.max_poll_interval), float(self.poke_interval))
-                wait = backoff_delay(self._failures, err.retry_after, cap=cap)
-                self._not_before = time.monotonic() + wait
-                self.log.warning("%s Polling again in %.1f s.", err, max(wait, float(self.poke_interval)))
-                return PokeReturnValue(is_done=False)
-            self._last_seen[message_id] = status
-            self._failures = 0
-            self._last_error = None
-            if not status.is_known:
-                self.log.warning(
-                    "SMS %s has status %r, unknown to this provider; treating it as not final.",
-                    message_id,
-                    status.status,
-                )
-            self.log.info("%s.", status.describe())
-        if all(i in self._last_seen and self._last_seen[i].is_terminal for i in ids):
-            return PokeReturnValue(is_done=True, xcom_value=self._result([self._last_seen[i] for i in ids]))
+                results.append(self.hook.get_sms_status(message_id))
+            except OctopodsError as err:
+                results.append(err)
+                break  # the engine stops or backs off on the first error: spare the other requests
+        step = engine.feed(results, time.time())
+        step.emit(self.log)
+        if step.event is not None:
+            return PokeReturnValue(
+                is_done=True, xcom_value=self._result(statuses_from_event(step.event, None))
+            )
+        if self.reschedule:
+            self.poke_interval = step.delay
         return PokeReturnValue(is_done=False)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
@@ -223,48 +227,3 @@ class OctopodsSmsDeliverySensor(BaseSensorOperator):
         :param event: the trigger's event payload.
         """
         return self._result(statuses_from_event(event, self.timeout))
-
-
-def statuses_from_event(event: dict[str, Any] | None, timeout: float | None) -> list[SmsStatus]:
-    """
-    Return the final statuses an ``OctopodsSmsDeliveryTrigger`` event reports, or raise its error.
-
-    Shared by every task that defers to the trigger, so they all finish alike.
-
-    :param event: the trigger's event payload.
-    :param timeout: the wait's timeout in seconds, named in the timeout error.
-    :return: one terminal status per message id, in the trigger's input order.
-    """
-    if not event:
-        raise OctopodsError("The Octopods trigger ended without an event.")
-    ids = [int(i) for i in event.get("message_ids", [])]
-    last = {
-        i: SmsStatus.from_dict(s)
-        for i, s in zip(ids, event.get("statuses", []), strict=False)
-        if s is not None
-    }
-    status = event.get("status")
-    if status == "done":
-        return [last[i] for i in ids]
-    if status == "timeout":
-        raise OctopodsTimeoutError(
-            timeout_message(event.get("pending", ids), last, timeout, event.get("last_error"))
-        )
-    if status == "error":
-        raise error_from_dict(event.get("error") or {"message": event.get("message")})
-    raise OctopodsError(f"The Octopods trigger sent an event this provider does not know: {status!r}.")
-
-
-def require_delivered(statuses: Sequence[SmsStatus], log: Any) -> list[dict[str, Any]]:
-    """
-    Raise :class:`OctopodsDeliveryError` if any SMS was not delivered; else return the statuses as dicts.
-
-    :param statuses: terminal statuses.
-    :param log: the task's logger, to log each delivery.
-    """
-    failure = failure_message(statuses)
-    if failure:
-        raise OctopodsDeliveryError(failure)
-    for status in statuses:
-        log.info("SMS %s delivered at %s.", status.message_id, status.delivered_at)
-    return [s.to_dict() for s in statuses]

@@ -4,46 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_octopods._http import backoff_delay
-from airflow_provider_octopods.exceptions import OctopodsError, OctopodsTransientError
+from airflow_provider_octopods._wait import (
+    DEADLINE_GRACE,
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_INITIAL_DELAY,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFER_TIMEOUT_GRACE,
+    STILL_WAITING_LOG_INTERVAL,
+    PollSchedule,
+    ScheduledWait,
+    WaitEngine,
+    deadline,
+)
+from airflow_provider_octopods.exceptions import OctopodsError
 from airflow_provider_octopods.models import SmsStatus, validate_message_id, validate_message_ids
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence
 
-#: Seconds before the first poll: the docs say an immediate poll returns ``queued`` or ``sent``.
-DEFAULT_INITIAL_DELAY = 5.0
-#: Seconds between the first polls ...
-DEFAULT_POLL_INTERVAL = 10.0
-#: ... growing by this factor after each poll that saw no change ...
-DEFAULT_BACKOFF_FACTOR = 1.5
-#: ... up to this many seconds.
-DEFAULT_MAX_POLL_INTERVAL = 60.0
-#: Seconds the last poll, made at the deadline, may take before the wait times out.
-DEADLINE_GRACE = 5.0
-#: Requests in flight at once for one trigger waiting on many messages.
-DEFAULT_MAX_CONCURRENCY = 10
-#: A poll that changes no status is logged at INFO only this often (seconds); else at DEBUG, so a
-#: triggerer running a thousand waits does not write a line per poll (``benchmarks/``).
-STILL_WAITING_LOG_INTERVAL = 600.0
+    from airflow.providers.common.compat.sdk import BaseOperator
+
+    from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
+
+__all__ = [
+    "DEADLINE_GRACE",
+    "DEFAULT_BACKOFF_FACTOR",
+    "DEFAULT_INITIAL_DELAY",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_MAX_POLL_INTERVAL",
+    "DEFAULT_POLL_INTERVAL",
+    "STILL_WAITING_LOG_INTERVAL",
+    "OctopodsSmsDeliveryTrigger",
+    "defer_wait",
+]
 
 
-def _as_epoch(value: float | int | str | datetime | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return float(value)
-
-
-class OctopodsSmsDeliveryTrigger(BaseTrigger):
+class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
     """
-    Poll Octopods until every message is terminal (``delivered``, ``failed``, ``undelivered``).
+    Poll Octopods until every message is final (``delivered``, ``read``, ``failed``, ``undelivered``).
 
     Polls wait ``initial_delay`` first, then ``poll_interval``, growing by ``backoff_factor`` up to
     ``max_poll_interval``. Transient trouble (HTTP 429 or 5xx, unreadable answers, connection
@@ -56,15 +61,19 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
 
     The event's payload is JSON: ``status`` (``done``, ``timeout`` or ``error``), ``message_ids``,
     ``statuses`` (one ``SmsStatus.to_dict()`` or None per id, in input order), ``message`` and, for
-    errors, ``error`` (``OctopodsError.to_dict()``).
+    errors, ``error`` (``OctopodsError.to_dict()``); :mod:`airflow_provider_octopods._wait` builds
+    and reads it. An unexpected exception in the wait ends it with an ``error`` event too, never a
+    crash of the trigger.
 
     :param message_id: the message to wait on (or use ``message_ids``).
     :param octopods_conn_id: the Octopods connection; the key is read from it, never passed here.
-    :param poll_interval: seconds between polls at first.
-    :param end_time: the deadline, as a UNIX timestamp (or an aware datetime); None waits forever.
+    :param poll_interval: seconds (or a timedelta) between polls at first; more than 0.
+    :param end_time: the deadline, as a UNIX timestamp, a datetime or an ISO 8601 string (naive
+        means UTC); None waits forever.
     :param message_ids: the messages to wait on, instead of ``message_id``.
-    :param initial_delay: seconds before the first poll.
-    :param max_poll_interval: the longest wait between polls, and the cap of error backoff.
+    :param initial_delay: seconds (or a timedelta) before the first poll.
+    :param max_poll_interval: the longest wait between polls, and the cap of error backoff (seconds
+        or a timedelta).
     :param backoff_factor: how much the interval grows after each poll (1 keeps it fixed).
     :param max_concurrency: requests in flight at once when waiting on many messages.
     """
@@ -73,12 +82,12 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
         self,
         message_id: int | str | None = None,
         octopods_conn_id: str = "octopods_default",
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        end_time: float | datetime | None = None,
+        poll_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
+        end_time: float | datetime | str | None = None,
         *,
         message_ids: Sequence[int | str] | None = None,
-        initial_delay: float = DEFAULT_INITIAL_DELAY,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        initial_delay: float | timedelta = DEFAULT_INITIAL_DELAY,
+        max_poll_interval: float | timedelta = DEFAULT_MAX_POLL_INTERVAL,
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
@@ -86,13 +95,10 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
         if (message_id is None) == (message_ids is None):
             raise ValueError("Pass exactly one of message_id and message_ids.")
         self.message_id = None if message_id is None else validate_message_id(message_id)
-        self.message_ids = None if message_ids is None else validate_message_ids(list(message_ids))
+        self.message_ids = None if message_ids is None else validate_message_ids(message_ids)
         self.octopods_conn_id = octopods_conn_id
-        self.poll_interval = float(poll_interval)
-        self.end_time = _as_epoch(end_time)
-        self.initial_delay = float(initial_delay)
-        self.max_poll_interval = max(float(max_poll_interval), self.poll_interval)
-        self.backoff_factor = max(float(backoff_factor), 1.0)
+        self.schedule = PollSchedule.of(initial_delay, poll_interval, backoff_factor, max_poll_interval)
+        self.end_time = deadline(end_time)
         self.max_concurrency = max(int(max_concurrency), 1)
 
     @property
@@ -121,109 +127,72 @@ class OctopodsSmsDeliveryTrigger(BaseTrigger):
         """
         Yield the seconds to wait before each poll while polls succeed: this trigger's schedule.
 
-        ``initial_delay``, then ``poll_interval`` growing by ``backoff_factor`` up to
-        ``max_poll_interval``. A transient error does not advance it (the error backs off on its
-        own); the deadline only shortens a wait. Pure arithmetic, so the cost of a schedule is
-        computed without waiting (``benchmarks/poll_schedule.py``).
+        A transient error does not advance it (the error backs off on its own); the deadline only
+        shortens a wait. Pure arithmetic (``benchmarks/poll_schedule.py``).
         """
-        yield self.initial_delay
-        interval = self.poll_interval
-        while True:
-            yield interval
-            interval = min(interval * self.backoff_factor, self.max_poll_interval)
-
-    def _request_budget(self) -> float | None:
-        """
-        Seconds one request may take: the time left before the deadline, plus a short grace for
-        the last poll at the deadline. So a slow or stalled server never holds the wait past its
-        deadline by more than that grace.
-        """
-        if self.end_time is None:
-            return None
-        return max(self.end_time - time.time(), 0.0) + min(DEADLINE_GRACE, self.max_poll_interval)
-
-    def _event(self, status: str, last: dict[int, SmsStatus], message: str, **extra: Any) -> TriggerEvent:
-        statuses = [last[i].to_dict() if i in last else None for i in self.ids]
-        return TriggerEvent(
-            {"status": status, "message_ids": self.ids, "statuses": statuses, "message": message, **extra}
-        )
+        return self.schedule.delays()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until every message is terminal, the deadline passes or a permanent error occurs."""
         from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
 
+        engine = WaitEngine(self.ids, self.schedule, self.end_time)
         hook = OctopodsAsyncHook(self.octopods_conn_id)
-        limit = asyncio.Semaphore(self.max_concurrency)
-        last: dict[int, SmsStatus] = {}
-        pending = self.ids
-        warned: set[str] = set()
-        schedule = self.poll_delays()
-        delay = next(schedule)
-        failures = 0
-        last_error: str | None = None
-        said, said_at = "", 0.0
-
-        async def poll(message_id: int) -> SmsStatus | OctopodsError:
-            async with limit:
-                try:
-                    return await hook.get_sms_status(message_id, timeout=self._request_budget())
-                except OctopodsError as err:
-                    return err
-
         try:
             while True:
-                if self.end_time is not None:
-                    delay = min(delay, max(self.end_time - time.time(), 0.0))
-                await asyncio.sleep(delay)
-                if len(pending) == 1:  # the common case, without a task per request
-                    results: list[SmsStatus | OctopodsError] = [await poll(pending[0])]
-                else:
-                    results = await asyncio.gather(*(poll(i) for i in pending))
-                retry_after: float | None = None
-                transient = False
-                for message_id, result in zip(pending, results, strict=False):
-                    if isinstance(result, OctopodsTransientError):
-                        transient, last_error = True, str(result)
-                        if result.retry_after is not None:
-                            retry_after = max(retry_after or 0.0, result.retry_after)
-                    elif isinstance(result, OctopodsError):
-                        self.log.error("Stopping the wait on SMS %s: %s", message_id, result)
-                        yield self._event("error", last, str(result), error=result.to_dict())
-                        return
-                    else:
-                        last[message_id] = result
-                        if not result.is_known and result.status not in warned:
-                            warned.add(result.status)
-                            self.log.warning(
-                                "SMS %s has status %r, unknown to this provider; treating it as not "
-                                "final and polling on.",
-                                message_id,
-                                result.status,
-                            )
-                pending = [i for i in pending if not (i in last and last[i].is_terminal)]
-                if not pending:
-                    yield self._event("done", last, f"{len(self.ids)} SMS reached a final status.")
+                await asyncio.sleep(engine.sleep_for(time.time()))
+                results = await self._poll(hook, engine.pending, engine.request_budget(time.time()))
+                step = engine.feed(results, time.time())
+                step.emit(self.log)
+                if step.event is not None:
+                    yield TriggerEvent(step.event)
                     return
-                if self.end_time is not None and time.time() >= self.end_time:
-                    yield self._event(
-                        "timeout", last, "deadline passed", pending=pending, last_error=last_error
-                    )
-                    return
-                if transient:
-                    failures += 1
-                    delay = backoff_delay(failures, retry_after, cap=self.max_poll_interval)
-                    self.log.warning("%s Next poll in %.1f s.", last_error, delay)
-                else:
-                    failures, last_error = 0, None
-                    delay = next(schedule)
-                    summary = ", ".join(
-                        f"{i}: {last[i].status}" if i in last else str(i) for i in pending[:5]
-                    )
-                    if summary != said or time.monotonic() - said_at >= STILL_WAITING_LOG_INTERVAL:
-                        said, said_at = summary, time.monotonic()
-                        log = self.log.info
-                    else:
-                        log = self.log.debug
-                    log("Waiting on %d SMS (%s); next poll in %.1f s.", len(pending), summary, delay)
+        except Exception as err:  # never crash the triggerer's view of the wait: report it
+            self.log.exception("The wait on SMS %s stopped on an unexpected error.", self.ids)
+            yield TriggerEvent(engine.crashed(err))
         finally:
             await hook.close()
+
+    async def _poll(
+        self, hook: OctopodsAsyncHook, ids: list[int], budget: float | None
+    ) -> list[SmsStatus | OctopodsError]:
+        """Ask for each id's status, at most ``max_concurrency`` at once; errors are returned."""
+
+        async def poll(message_id: int) -> SmsStatus | OctopodsError:
+            try:
+                return await hook.get_sms_status(message_id, timeout=budget)
+            except OctopodsError as err:
+                return err
+
+        if len(ids) == 1:  # the common case, without a task per request
+            return [await poll(ids[0])]
+        limit = asyncio.Semaphore(self.max_concurrency)
+
+        async def limited(message_id: int) -> SmsStatus | OctopodsError:
+            async with limit:
+                return await poll(message_id)
+
+        return list(await asyncio.gather(*(limited(i) for i in ids)))
+
+
+def defer_wait(
+    task: BaseOperator,
+    trigger: OctopodsSmsDeliveryTrigger,
+    timeout: float,
+    kwargs: dict[str, Any] | None = None,
+) -> None:
+    """
+    Defer ``task`` to ``trigger``, resuming in ``execute_complete``; Airflow's own defer timeout
+    allows a grace past ``timeout`` so the trigger's clearer timeout event wins.
+
+    :param task: the deferring operator.
+    :param trigger: the wait.
+    :param timeout: the wait's timeout in seconds.
+    :param kwargs: keyword arguments passed on to ``execute_complete``.
+    """
+    task.defer(
+        trigger=trigger,
+        method_name="execute_complete",
+        kwargs=kwargs,
+        timeout=timedelta(seconds=timeout + DEFER_TIMEOUT_GRACE),
+    )

@@ -9,6 +9,10 @@ DAGs for the tests of sending: the example DAGs' patterns with fast intervals, f
 - ``octopods_test_send_then_sensor``: the operator in one task, the sensor on its XCom in another.
 - ``octopods_test_batch_send``: one mapped send per number in ``params.phones``, then one sensor
   waiting on every message id.
+- ``octopods_test_send_and_wait_cut_<mode>``: send, then wait on a message that never leaves the
+  queue, with ``retries=2``: the worker's wait is cut by a 2 s ``execution_timeout``.
+- ``octopods_test_batch_send_output``: the one-liner: a mapped send, then one sensor on its
+  ``.output``.
 - ``octopods_test_notifier``: a task that fails, with the notifier as the task's and the DAG's
   ``on_failure_callback``.
 """
@@ -49,6 +53,24 @@ for _mode in ("worker", "deferrable"):
                 **FAST_WAIT,
             )
 
+for _mode in ("worker", "deferrable"):
+    with DAG(
+        f"octopods_test_send_and_wait_cut_{_mode}",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        params={**PARAMS, "destination_phone": "+15551230009"},
+        default_args={"retries": 2, "retry_delay": timedelta(seconds=0)},
+    ):
+        OctopodsSendSmsOperator(
+            task_id="send_sms",
+            wait_for_delivery=True,
+            deferrable=_mode == "deferrable",
+            timeout=60,
+            execution_timeout=timedelta(seconds=2),
+            **SEND_ARGS,
+            **FAST_WAIT,
+        )
+
 with DAG("octopods_test_send_then_sensor", schedule=None, start_date=datetime(2026, 1, 1), params=PARAMS):
     OctopodsSendSmsOperator(task_id="send_sms", **SEND_ARGS) >> OctopodsSmsDeliverySensor(
         task_id="wait_for_delivery",
@@ -77,6 +99,24 @@ with DAG(
         deferrable=True,
         timeout=20,
         **FAST_SENSOR,
+    )
+
+with DAG(
+    "octopods_test_batch_send_output",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    params={"phones": ["+15551234567"], "body": "Hello from the tests"},
+):
+
+    @task
+    def phone_list(params: dict | None = None) -> list[str]:
+        return list((params or {})["phones"])
+
+    sent = OctopodsSendSmsOperator.partial(task_id="send_sms", body="{{ params.body }}").expand(
+        destination_phone=phone_list()
+    )
+    OctopodsSmsDeliverySensor(
+        task_id="wait_for_delivery", message_ids=sent.output, deferrable=True, timeout=20, **FAST_SENSOR
     )
 
 with DAG(

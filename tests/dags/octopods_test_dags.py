@@ -62,3 +62,18 @@ for _mode in ("poke", "deferrable"):
             timeout=20,
             **_kwargs,
         )
+
+with DAG(
+    "octopods_test_reschedule",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    params={"message_id": 0},
+    catchup=False,
+):
+    OctopodsSmsDeliverySensor(
+        task_id="wait_for_delivery",
+        message_id="{{ params.message_id }}",
+        mode="reschedule",
+        timeout=20,
+        **FAST,
+    )
