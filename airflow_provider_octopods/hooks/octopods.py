@@ -29,6 +29,7 @@ from airflow_provider_octopods._http import (
     request_headers,
     status_path,
 )
+from airflow_provider_octopods._outgoing import SendRules, async_send_rules, send_rules, with_send_facts
 from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,
     OctopodsBadRequestError,
@@ -76,11 +77,15 @@ def _send_payload(
     destination_user_name: str | None,
     open_intercom_conversation: bool | None,
     intercom_teammate_id: str | int | None,
+    rules: SendRules | None = None,
 ) -> dict[str, Any]:
     """Validate a send's arguments and return its JSON body (shared by both hooks)."""
+    rules = rules or SendRules()
     payload: dict[str, Any] = {
-        "destination_phone": validate_phone(destination_phone),
-        "body": validate_body(body),
+        "destination_phone": validate_phone(
+            destination_phone, default_region=rules.default_region, strict=rules.strict_numbers
+        ),
+        "body": validate_body(body, max_segments=rules.max_segments),
     }
     if destination_user_name is not None:
         payload["destination_user_name"] = str(destination_user_name)
@@ -354,20 +359,40 @@ class OctopodsHook(HttpHook):
         destination_user_name: str | None = None,
         open_intercom_conversation: bool | None = None,
         intercom_teammate_id: str | int | None = None,
+        default_region: str | None = None,
+        strict_numbers: bool | None = None,
+        max_segments: int | None = None,
     ) -> SentSms:
         """
         Send an SMS. It is sent at most once: a transient failure is raised, never retried blindly.
 
-        :param destination_phone: the recipient in E.164 form, e.g. ``+15551234567``.
+        The number and the text are checked before any request (see :doc:`/numbers`); the answer
+        carries the number in E.164 form, the text's encoding and its number of segments.
+
+        :param destination_phone: the recipient, e.g. ``+12015550123`` or, with
+            ``default_region``, a national number such as ``(201) 555-0123``.
         :param body: the text, 1 to 1,600 characters.
         :param destination_user_name: the recipient's name, shown in Octopods.
         :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
         :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
+        :param default_region: the region of national numbers (default: the connection's extra
+            ``default_region``, else none: numbers must start with ``+``).
+        :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the
+            connection's extra ``strict_numbers``, else true); false sends them with a warning.
+        :param max_segments: refuse a text that takes more SMS segments than this.
         """
-        payload = _send_payload(
-            destination_phone, body, destination_user_name, open_intercom_conversation, intercom_teammate_id
+        rules = send_rules(
+            lambda: self.get_connection(self.octopods_conn_id), default_region, strict_numbers, max_segments
         )
-        return SentSms.from_api(self._request("POST", SEND_PATH, payload))
+        payload = _send_payload(
+            destination_phone,
+            body,
+            destination_user_name,
+            open_intercom_conversation,
+            intercom_teammate_id,
+            rules,
+        )
+        return with_send_facts(SentSms.from_api(self._request("POST", SEND_PATH, payload)), payload)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the connection's URL and Channel API key (the UI's Test button)."""
@@ -624,17 +649,30 @@ class OctopodsAsyncHook(BaseHook):
         destination_user_name: str | None = None,
         open_intercom_conversation: bool | None = None,
         intercom_teammate_id: str | int | None = None,
+        default_region: str | None = None,
+        strict_numbers: bool | None = None,
+        max_segments: int | None = None,
     ) -> SentSms:
         """
         Send an SMS once (see :meth:`OctopodsHook.send_sms` for the arguments).
 
-        :param destination_phone: the recipient in E.164 form.
+        :param destination_phone: the recipient, international or (with ``default_region``) national.
         :param body: the text, 1 to 1,600 characters.
         :param destination_user_name: the recipient's name, shown in Octopods.
         :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
         :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
+        :param default_region: the region of national numbers (default: the connection's extra).
+        :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the
+            connection's extra, else true).
+        :param max_segments: refuse a text that takes more SMS segments than this.
         """
+        rules = await async_send_rules(self.octopods_conn_id, default_region, strict_numbers, max_segments)
         payload = _send_payload(
-            destination_phone, body, destination_user_name, open_intercom_conversation, intercom_teammate_id
+            destination_phone,
+            body,
+            destination_user_name,
+            open_intercom_conversation,
+            intercom_teammate_id,
+            rules,
         )
-        return SentSms.from_api(await self._request("POST", SEND_PATH, payload))
+        return with_send_facts(SentSms.from_api(await self._request("POST", SEND_PATH, payload)), payload)

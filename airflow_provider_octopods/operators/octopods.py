@@ -49,7 +49,8 @@ class OctopodsSendSmsOperator(BaseOperator):
     Send an SMS through Octopods; optionally wait until the carrier confirms delivery.
 
     Without ``wait_for_delivery`` the task returns ``SentSms.to_dict()`` (``message_id``,
-    ``request_id``, ``channel_message_id``) as XCom, ready for an
+    ``request_id``, ``channel_message_id``, and the ``destination_phone`` in E.164 form, the
+    text's ``encoding`` and ``segments``) as XCom, ready for an
     :class:`~airflow_provider_octopods.sensors.octopods.OctopodsSmsDeliverySensor` downstream.
 
     With ``wait_for_delivery`` the task then waits on the message id it got and returns the final
@@ -65,12 +66,13 @@ class OctopodsSendSmsOperator(BaseOperator):
     timeout) raises :class:`OctopodsSendUnconfirmedError` and fails without retries, so a task
     retry cannot text the recipient twice; a send Octopods refused (HTTP 429 rate limit, error
     code 4 from the SMS provider) may be retried through the task's ``retries``. Invalid input
-    (a phone number that is not E.164, an empty or too long body) fails before any request.
+    (a phone number libphonenumber refuses, an empty or too long body, more segments than
+    ``max_segments``) fails before any request.
 
     .. seealso::
         :ref:`howto/operator:OctopodsSendSmsOperator`
 
-    :param destination_phone: the recipient in E.164 form, e.g. ``+15551234567`` (templated).
+    :param destination_phone: the recipient, e.g. ``+12015550123`` (templated); see :doc:`/numbers`.
     :param body: the text, 1 to 1,600 characters (templated).
     :param destination_user_name: the recipient's name, shown in Octopods (templated).
     :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
@@ -86,6 +88,11 @@ class OctopodsSendSmsOperator(BaseOperator):
     :param max_poll_interval: the longest wait between polls, and the cap of error backoff.
     :param backoff_factor: growth of the interval after each poll (1 keeps it fixed).
     :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>`.
+    :param default_region: the region of national numbers such as ``(201) 555-0123`` (default:
+        the connection's extra ``default_region``, else numbers must start with ``+``).
+    :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the
+        connection's extra ``strict_numbers``, else true); false sends them with a warning.
+    :param max_segments: fail before sending when the text takes more SMS segments than this.
     """
 
     template_fields: Sequence[str] = ("destination_phone", "body", "destination_user_name")
@@ -107,6 +114,9 @@ class OctopodsSendSmsOperator(BaseOperator):
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         octopods_conn_id: str = "octopods_default",
+        default_region: str | None = None,
+        strict_numbers: bool | None = None,
+        max_segments: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -123,6 +133,9 @@ class OctopodsSendSmsOperator(BaseOperator):
         self.max_poll_interval = float(max_poll_interval)
         self.backoff_factor = float(backoff_factor)
         self.octopods_conn_id = octopods_conn_id
+        self.default_region = default_region
+        self.strict_numbers = strict_numbers
+        self.max_segments = max_segments
 
     @cached_property
     def hook(self) -> OctopodsHook:
@@ -134,7 +147,14 @@ class OctopodsSendSmsOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         try:
             sent = self._send()
-            self.log.info("Octopods accepted SMS %s (request_id %s).", sent.message_id, sent.request_id)
+            self.log.info(
+                "Octopods accepted SMS %s to %s (%s, %s segment(s); request_id %s).",
+                sent.message_id,
+                sent.destination_phone,
+                sent.encoding,
+                sent.segments,
+                sent.request_id,
+            )
             if not self.wait_for_delivery:
                 return sent.to_dict()
             trigger = OctopodsSmsDeliveryTrigger(
@@ -166,6 +186,9 @@ class OctopodsSendSmsOperator(BaseOperator):
                 destination_user_name=self.destination_user_name,
                 open_intercom_conversation=self.open_intercom_conversation,
                 intercom_teammate_id=self.intercom_teammate_id,
+                default_region=self.default_region,
+                strict_numbers=self.strict_numbers,
+                max_segments=self.max_segments,
             )
         except OctopodsTransientError as err:
             if err.status_code in _NOT_PROCESSED_STATUSES or not err.request_sent:
