@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 _OFF = frozenset({"false", "0", "no", "off"})
 _ON = frozenset({"true", "1", "yes", "on"})
 _REGION = re.compile(r"[A-Za-z]{2}")
+#: What a written phone number may hold: ASCII digits, a leading "+", and the separators people
+#: type. Anything else (letters, control characters, "?", full-width digits) is refused before
+#: the library, which would otherwise pick a number out of any text.
+_WRITTEN = re.compile(r"\+?[0-9 ().\-/]+")
 _EXAMPLE = "+12015550123"
 
 
@@ -82,10 +86,10 @@ def _parse(text: str, region: str | None, field: str) -> phonenumbers.PhoneNumbe
     except NumberParseException as err:
         shown = repr(text) if len(text) <= 40 else repr(text[:40] + "...")
         if err.error_type == NumberParseException.INVALID_COUNTRY_CODE:
-            if region is None and not text.lstrip().startswith(("+", "00")):
+            if region is None and not text.startswith("+"):
                 problem = (
-                    "has no country code; write it in international form (e.g. +44 20 7946 0958) "
-                    "or set default_region (e.g. 'GB') to accept national numbers"
+                    "has no country code; write it in international form, with '+' "
+                    f"(e.g. {_EXAMPLE}), or set default_region (e.g. 'US') to accept national numbers"
                 )
             else:
                 problem = "has an invalid country code; write '+', the country code and the number"
@@ -104,7 +108,7 @@ def _impossible(number: phonenumbers.PhoneNumber, shown: str, field: str) -> Oct
     from phonenumbers import ValidationResult
 
     reason = phonenumbers.is_possible_number_with_reason(number)
-    region = phonenumbers.region_code_for_country_code(number.country_code)
+    region = phonenumbers.region_code_for_country_code(number.country_code or 0)
     where = f"+{number.country_code} ({region})" if region != "ZZ" else f"+{number.country_code}"
     problems = {
         ValidationResult.INVALID_COUNTRY_CODE: f"has an invalid country code (+{number.country_code})",
@@ -116,6 +120,20 @@ def _impossible(number: phonenumbers.PhoneNumber, shown: str, field: str) -> Oct
     if reason == ValidationResult.IS_POSSIBLE:
         return None
     return OctopodsInputError(field, f"{shown} {problems.get(reason, 'is not a possible number')}.")
+
+
+def _not_valid(number: phonenumbers.PhoneNumber) -> str:
+    """Say why a number of a possible length is not valid, with an example of its region."""
+    import phonenumbers
+
+    region = phonenumbers.region_code_for_country_code(number.country_code or 0)
+    example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    shown = (
+        f" (a valid one looks like {phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.INTERNATIONAL)})"
+        if example
+        else ""
+    )
+    return f"is not a valid number for {region}: libphonenumber knows no such number there{shown}"
 
 
 def normalize_phone(
@@ -147,19 +165,19 @@ def normalize_phone(
         )
     text = value.strip()
     shown = repr(text) if len(text) <= 40 else repr(text[:40] + "...")
+    if not _WRITTEN.fullmatch(text):
+        raise OctopodsInputError(
+            field,
+            f"{shown} holds characters a phone number does not; write '+', the country code and the "
+            f"number, with digits, spaces, dots, dashes or parentheses only (e.g. {_EXAMPLE}).",
+        )
     number = _parse(text, _known_region(parse_region(default_region), "default_region"), field)
-    if number.extension:
-        raise OctopodsInputError(field, f"{shown} has an extension; an SMS goes to the number alone.")
     error = _impossible(number, shown, field)
     if error is not None:
         raise error
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if not phonenumbers.is_valid_number(number):
-        region = phonenumbers.region_code_for_country_code(number.country_code)
-        problem = (
-            f"{shown} is not a valid number for {region}: no such number range is in use "
-            "(libphonenumber's metadata)"
-        )
+        problem = f"{shown} {_not_valid(number)}"
         if strict:
             raise OctopodsInputError(
                 field, f"{problem}. Check the number, or pass strict_numbers=False to send anyway."

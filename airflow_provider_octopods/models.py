@@ -331,15 +331,19 @@ class SentSms:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Return JSON-safe values for XCom."""
-        return {
+        """Return JSON-safe values for XCom (the send's facts only when the hook set them)."""
+        data: dict[str, Any] = {
             "message_id": self.message_id,
             "request_id": self.request_id,
             "channel_message_id": self.channel_message_id,
+        }
+        facts = {
             "destination_phone": self.destination_phone,
             "encoding": self.encoding,
             "segments": self.segments,
         }
+        data.update({key: value for key, value in facts.items() if value is not None})
+        return data
 
 
 def failure_message(statuses: Sequence[SmsStatus]) -> str | None:

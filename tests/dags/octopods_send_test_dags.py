@@ -25,7 +25,7 @@ from airflow_provider_octopods.sensors.octopods import OctopodsSmsDeliverySensor
 
 FAST_WAIT = {"poll_interval": 0.1, "initial_delay": 0.05, "max_poll_interval": 0.2}
 FAST_SENSOR = {"poke_interval": 0.1, "initial_delay": 0.05, "max_poll_interval": 0.2}
-PARAMS = {"destination_phone": "+15551234567", "body": "Hello from the tests"}
+PARAMS = {"destination_phone": "+12015550123", "body": "Hello from the tests"}
 SEND_ARGS = {"destination_phone": "{{ params.destination_phone }}", "body": "{{ params.body }}"}
 
 with DAG("octopods_test_send_only", schedule=None, start_date=datetime(2026, 1, 1), params=PARAMS):
@@ -62,7 +62,7 @@ with DAG(
     "octopods_test_batch_send",
     schedule=None,
     start_date=datetime(2026, 1, 1),
-    params={"phones": ["+15551234567"], "body": "Hello from the tests"},
+    params={"phones": ["+12015550123"], "body": "Hello from the tests"},
 ):
 
     @task
@@ -83,7 +83,7 @@ with DAG(
     "octopods_test_notifier",
     schedule=None,
     start_date=datetime(2026, 1, 1),
-    params={"task_phone": "+15551234567", "dag_phone": "+15557654321"},
+    params={"task_phone": "+12015550123", "dag_phone": "+12015550124"},
     on_failure_callback=OctopodsSmsNotifier(
         destination_phone="{{ params.dag_phone }}",
         body="DAG {{ dag.dag_id }} failed in run {{ run_id }}.",
