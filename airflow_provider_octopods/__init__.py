@@ -101,4 +101,17 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         ),
         "schema": {"type": ["string", "null"]},
     },
+    "default_region": {
+        "label": "Default region of phone numbers",
+        "description": "Two letters (e.g. US, GB): national numbers such as (201) 555-0123 are then "
+        "accepted. Empty: numbers must start with + and the country code.",
+        "schema": {"type": ["string", "null"]},
+    },
+    # A text field, not a checkbox: an unticked box would store false and turn the check off.
+    "strict_numbers": {
+        "label": "Refuse numbers not in use (true or false)",
+        "description": "Empty or true (the default): refuse numbers libphonenumber does not call valid. "
+        "false: send them with a warning.",
+        "schema": {"type": ["string", "null"]},
+    },
 }

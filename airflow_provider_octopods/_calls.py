@@ -8,11 +8,23 @@ arguments and send the same bytes.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict, Unpack
+import contextlib
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from airflow_provider_octopods._core import Request, json_request
 from airflow_provider_octopods._http import SEND_PATH, status_path
-from airflow_provider_octopods.models import SmsStatus, validate_body, validate_message_id, validate_phone
+from airflow_provider_octopods._outgoing import SendRules, with_send_facts
+from airflow_provider_octopods.exceptions import OctopodsSendUnconfirmedError, OctopodsTransientError
+from airflow_provider_octopods.models import (
+    SentSms,
+    SmsStatus,
+    validate_body,
+    validate_message_id,
+    validate_phone,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 #: The message id the connection test asks about: no message has it, so a valid key gets a 400.
 PROBE_MESSAGE_ID = 0
@@ -32,9 +44,43 @@ class SendOptions(TypedDict, total=False):
     intercom_teammate_id: str | int | None
 
 
-def send_request(destination_phone: str, body: str, **options: Unpack[SendOptions]) -> Request:
-    """Validate a send's arguments and return its request (shared by both hooks)."""
-    return json_request("POST", SEND_PATH, send_payload(destination_phone, body, **options))
+def send_request(
+    destination_phone: str, body: str, rules: SendRules | None = None, **options: Unpack[SendOptions]
+) -> Request:
+    """
+    Validate a send's arguments and return its request (shared by both hooks).
+
+    Its result is the :class:`~airflow_provider_octopods.models.SentSms` of Octopods' answer, with
+    the number as sent (E.164), the text's encoding and its number of segments.
+    """
+    payload = send_payload(destination_phone, body, rules, **options)
+    return json_request(
+        "POST", SEND_PATH, payload, parse=lambda answer: with_send_facts(SentSms.from_api(answer), payload)
+    )
+
+
+@contextlib.contextmanager
+def sent_at_most_once() -> Iterator[None]:
+    """
+    Turn a failed send that may have reached Octopods into an error no retry repeats.
+
+    A transient failure after the request was written (a 5xx answer, a broken connection, a read
+    timeout, an unreadable answer, a redirect) leaves unknown whether Octopods accepted the SMS:
+    :class:`~airflow_provider_octopods.exceptions.OctopodsSendUnconfirmedError` fails the task
+    without retries, so a retry cannot text the recipient twice. A failure before anything was
+    sent (``request_sent`` False: no connection, HTTP 429 ...) stays transient, for the task's
+    retries. Wraps the send of both hooks (a plain context manager serves ``await`` too).
+    """
+    try:
+        yield
+    except OctopodsTransientError as err:
+        if not err.request_sent:
+            raise
+        raise OctopodsSendUnconfirmedError(
+            f"{err} The SMS may have been sent: it is not sent again, so that a retry cannot text "
+            "the recipient twice. Check in Octopods whether it went out before sending it again (or clearing "
+            "the task that sent it)."
+        ) from None
 
 
 def status_request(message_id: int | str, timeout: float | None = None) -> Request:
@@ -51,15 +97,19 @@ def status_request(message_id: int | str, timeout: float | None = None) -> Reque
 def send_payload(
     destination_phone: str,
     body: str,
+    rules: SendRules | None = None,
     *,
     destination_user_name: str | None = None,
     open_intercom_conversation: bool | None = None,
     intercom_teammate_id: str | int | None = None,
 ) -> dict[str, Any]:
     """Validate a send's arguments and return its JSON body (shared by both hooks)."""
+    rules = rules or SendRules()
     payload: dict[str, Any] = {
-        "destination_phone": validate_phone(destination_phone),
-        "body": validate_body(body),
+        "destination_phone": validate_phone(
+            destination_phone, default_region=rules.default_region, strict=rules.strict_numbers
+        ),
+        "body": validate_body(body, max_segments=rules.max_segments),
     }
     if destination_user_name is not None:
         payload["destination_user_name"] = str(destination_user_name)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_octopods import __version__
+from airflow_provider_octopods._phone import parse_region, parse_strict
 from airflow_provider_octopods.exceptions import (
     ERROR_CODE_KEY_REVOKED,
     ERROR_CODE_PROVIDER_ERROR,
@@ -68,11 +69,16 @@ class ApiSettings:
     :param base_url: scheme, host and port, without a trailing slash.
     :param timeout: seconds for a whole request.
     :param verify: TLS verification: True, False, or a CA bundle path.
+    :param default_region: the region of national phone numbers (extra ``default_region``).
+    :param strict_numbers: refuse numbers libphonenumber does not call valid (extra
+        ``strict_numbers``; only an explicit false turns it off).
     """
 
     base_url: str
     timeout: float = DEFAULT_TIMEOUT
     verify: bool | str = True
+    default_region: str | None = None
+    strict_numbers: bool = True
 
 
 def _is_loopback(host: str) -> bool:
@@ -289,6 +295,8 @@ def api_settings(conn: Any, label: str | None = None) -> ApiSettings:
         base_url=base_url,
         timeout=_parse_timeout(extra.get("timeout"), label),
         verify=parse_verify(extra.get("verify"), label),
+        default_region=parse_region(extra.get("default_region"), f"extra 'default_region' of {label}"),
+        strict_numbers=parse_strict(extra.get("strict_numbers"), f"extra 'strict_numbers' of {label}"),
     )
 
 

@@ -42,13 +42,16 @@ FAILED_STATUSES: frozenset[str] = frozenset({FAILED, UNDELIVERED})
 TERMINAL_STATUSES: frozenset[str] = DELIVERED_STATUSES | FAILED_STATUSES
 #: Statuses Octopods documents; another one is logged once and treated as not final.
 KNOWN_STATUSES: frozenset[str] = TERMINAL_STATUSES | {QUEUED, SENT, UNKNOWN}
+
+#: The most characters Octopods accepts in one SMS text (a character outside the Basic
+#: Multilingual Plane, such as most emoji, counts as two: UTF-16 code units).
 MAX_BODY_LENGTH = 1600
+
 #: The largest message id accepted (a signed 64-bit integer), so an id always fits in a path.
 MAX_MESSAGE_ID = 2**63 - 1
 #: The longest rendered list (characters) read as a literal; a longer one is read as comma-separated.
 MAX_RENDERED_LENGTH = 2_000_000
 _DIGITS = re.compile(r"[0-9]+")
-_E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 
 
 def _literal(text: str) -> Any:
@@ -127,36 +130,45 @@ def validate_message_ids(values: Any, field: str = "message_ids") -> list[int]:
     return ids
 
 
-def validate_phone(value: Any, field: str = "destination_phone") -> str:
+def validate_phone(
+    value: Any,
+    field: str = "destination_phone",
+    *,
+    default_region: str | None = None,
+    strict: bool = True,
+) -> str:
     """
-    Return ``value`` if it is an E.164 phone number (``+`` then 8 to 15 digits), else raise.
+    Return ``value`` as an E.164 phone number, or raise a clear :class:`OctopodsInputError`.
+
+    Parsed by libphonenumber (imported now, not when this module is): international numbers in
+    any common format (``+44 20 7946 0958``), national ones when ``default_region`` is given.
+    Surrounding whitespace is ignored.
 
     :param value: the phone number to check.
     :param field: the argument's name, for the error message.
+    :param default_region: the region of national numbers (``"US"``, ``"GB"``, ...), if any.
+    :param strict: refuse numbers the library calls possible but not valid (else warn).
     """
-    if not isinstance(value, str) or not _E164.fullmatch(value):
-        raise OctopodsInputError(
-            field,
-            f"{value!r:.40} is not an E.164 phone number; write '+', the country code and the number, "
-            "digits only (e.g. +15551234567).",
-        )
-    return value
+    from airflow_provider_octopods._phone import normalize_phone
+
+    return normalize_phone(value, field, default_region=default_region, strict=strict)
 
 
-def validate_body(value: Any, field: str = "body") -> str:
+def validate_body(value: Any, field: str = "body", max_segments: int | None = None) -> str:
     """
-    Return ``value`` if it is a non-empty SMS text of at most 1,600 characters, else raise.
+    Return ``value`` if it is a non-empty SMS text within Octopods' limits, else raise.
+
+    At most 1,600 characters (an emoji counts as two) and, when given, ``max_segments`` segments
+    (GSM-7: 160, or 153 per segment; UCS-2: 70, or 67 per segment).
 
     :param value: the text to check.
     :param field: the argument's name, for the error message.
+    :param max_segments: the most segments the text may take, if limited.
     """
-    if not isinstance(value, str) or not value.strip():
-        raise OctopodsInputError(field, "the SMS text is empty; pass the text to send.")
-    if len(value) > MAX_BODY_LENGTH:
-        raise OctopodsInputError(
-            field, f"the SMS text has {len(value)} characters; Octopods accepts at most {MAX_BODY_LENGTH}."
-        )
-    return value
+    from airflow_provider_octopods._segments import check_body
+
+    check_body(value, field, max_segments)
+    return value  # type: ignore[no-any-return]  # check_body proved it a str
 
 
 def parse_timestamp(value: str) -> datetime | None:
@@ -325,11 +337,17 @@ class SentSms:
     :param message_id: the id to poll the status with.
     :param request_id: Octopods' id of the send request.
     :param channel_message_id: the id of the message in the SMS channel.
+    :param destination_phone: the number the SMS was sent to, in E.164 form (set by the hook).
+    :param encoding: ``GSM-7`` or ``UCS-2`` (set by the hook).
+    :param segments: how many SMS segments the text took (set by the hook).
     """
 
     message_id: int
     request_id: str | None = None
     channel_message_id: str | None = None
+    destination_phone: str | None = None
+    encoding: str | None = None
+    segments: int | None = None
 
     @classmethod
     def from_api(cls, payload: Any) -> SentSms:
@@ -352,12 +370,19 @@ class SentSms:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Return JSON-safe values for XCom."""
-        return {
+        """Return JSON-safe values for XCom (the send's facts only when the hook set them)."""
+        data: dict[str, Any] = {
             "message_id": self.message_id,
             "request_id": self.request_id,
             "channel_message_id": self.channel_message_id,
         }
+        facts = {
+            "destination_phone": self.destination_phone,
+            "encoding": self.encoding,
+            "segments": self.segments,
+        }
+        data.update({key: value for key, value in facts.items() if value is not None})
+        return data
 
 
 def failure_message(statuses: Sequence[SmsStatus]) -> str | None:

@@ -22,7 +22,7 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     params={
-        "destination_phones": ["+15551234567", "+15557654321", "+15559876543"],
+        "destination_phones": ["+12015550123", "+12015550124", "+12015550125"],
         "body": "Planned maintenance tonight from 22:00 to 23:00 UTC.",
     },
     tags=["example", "octopods"],

@@ -19,7 +19,7 @@ from airflow_provider_octopods.notifications.octopods import OctopodsSmsNotifier
 
 # [START howto_notifier_octopods_sms]
 notify_on_call = OctopodsSmsNotifier(
-    destination_phone="+15551234567",  # templated, e.g. "{{ var.value.on_call_phone }}"
+    destination_phone="+12015550123",  # templated, e.g. "{{ var.value.on_call_phone }}"
     body="Airflow: DAG {{ dag.dag_id }} failed ({{ reason }}) in run {{ run_id }}.",  # templated
     octopods_conn_id="octopods_default",
 )

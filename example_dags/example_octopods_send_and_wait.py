@@ -7,7 +7,7 @@ status (with its ``message_id``). An SMS that ends ``failed`` or ``undelivered``
 without retries and without sending again, with Octopods' ``failure_reason``.
 
 Run it against the bundled simulator with ``make demo``, or trigger it with a conf such as
-``{"destination_phone": "+15551234567"}`` once an ``octopods_default`` connection exists.
+``{"destination_phone": "+12015550123"}`` once an ``octopods_default`` connection exists.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    params={"destination_phone": "+15551234567", "body": "Your nightly report is ready."},
+    params={"destination_phone": "+12015550123", "body": "Your nightly report is ready."},
     tags=["example", "octopods"],
 ) as dag:
     # [START howto_operator_octopods_send_sms_and_wait]

@@ -21,7 +21,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    params={"destination_phone": "+15551234567", "body": "Your order has shipped."},
+    params={"destination_phone": "+12015550123", "body": "Your order has shipped."},
     tags=["example", "octopods"],
 ) as dag:
     # [START howto_operator_octopods_send_sms]

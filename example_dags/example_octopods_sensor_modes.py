@@ -25,7 +25,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    params={"destination_phone": "+15551234567", "body": "The nightly load finished."},
+    params={"destination_phone": "+12015550123", "body": "The nightly load finished."},
     tags=["example", "octopods"],
 ) as dag:
     send_sms = OctopodsSendSmsOperator(

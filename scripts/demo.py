@@ -41,8 +41,8 @@ os.environ.update(
 
 from airflow_provider_octopods.testing import OctopodsSimulator  # noqa: E402
 
-DELIVERED = ("+15551234567", "success")
-BLOCKED = ("+15551230002", "failed")  # the simulator's carrier blocks numbers ending in 0002
+DELIVERED = ("+12015550123", "success")
+BLOCKED = ("+12015550102", "failed")  # the simulator's carrier blocks numbers ending in 0002
 #: (DAG id, what it shows, [(destination phone, expected DAG run state)]).
 RUNS = [
     (

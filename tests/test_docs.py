@@ -261,7 +261,7 @@ def test_a_rate_limited_poll_is_asked_again(octopods_connection):
 def test_dag_sends_once_and_waits_for_delivery(octopods_connection, airflow_db):
     dag = get_dag("octopods_test_send_then_sensor")  # your DagBag(...).get_dag(...)
 
-    dag_run = dag.test(run_conf={"destination_phone": "+15551234567"})
+    dag_run = dag.test(run_conf={"destination_phone": "+12015550123"})
 
     assert dag_run.state == "success"
     assert octopods_connection.request_count("/api/v1/sms/messages") == 1  # one SMS sent

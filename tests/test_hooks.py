@@ -70,13 +70,13 @@ def test_transient_errors_are_retried_then_raised(octopods_conn, monkeypatch):
 def test_send_is_never_retried(octopods_conn):
     octopods_conn.inject(Reply(503))
     with pytest.raises(OctopodsTransientError):
-        OctopodsHook().send_sms("+15551234567", "hello")
+        OctopodsHook().send_sms("+12015550123", "hello")
     assert octopods_conn.request_count("/api/v1/sms/messages") == 1
     assert octopods_conn.messages == {}
 
 
 def test_send_sms_returns_sent_sms(octopods_conn):
-    sent = OctopodsHook().send_sms("+15551234567", "hello", destination_user_name="Ada")
+    sent = OctopodsHook().send_sms("+12015550123", "hello", destination_user_name="Ada")
 
     assert sent.message_id in octopods_conn.messages
     assert octopods_conn.messages[sent.message_id].body == "hello"
@@ -162,7 +162,7 @@ async def test_async_hook_status_and_send(octopods_conn):
     async with OctopodsAsyncHook() as hook:
         first = await hook.get_sms_status(message_id)
         second = await hook.get_sms_status(message_id)
-        sent = await hook.send_sms("+15551234567", "hi")
+        sent = await hook.send_sms("+12015550123", "hi")
 
     assert (first.status, second.status) == ("queued", "delivered")
     assert sent.message_id in octopods_conn.messages
@@ -218,7 +218,7 @@ def test_a_send_that_could_not_connect_says_nothing_was_sent(monkeypatch):
         json.dumps({"conn_type": "octopods", "host": "http://127.0.0.1:9", "password": TEST_API_KEY}),
     )
     with pytest.raises(OctopodsTransientError, match="so nothing was sent") as err:
-        OctopodsHook().send_sms("+15551234567", "hi")
+        OctopodsHook().send_sms("+12015550123", "hi")
     assert err.value.request_sent is False
 
 
@@ -229,7 +229,7 @@ async def test_async_send_that_could_not_connect_says_nothing_was_sent(monkeypat
     )
     async with OctopodsAsyncHook() as hook:
         with pytest.raises(OctopodsTransientError, match="so nothing was sent") as err:
-            await hook.send_sms("+15551234567", "hi")
+            await hook.send_sms("+12015550123", "hi")
     assert err.value.request_sent is False
 
 
@@ -238,7 +238,7 @@ def test_a_send_cut_off_after_the_request_left_is_not_marked_unsent(octopods_con
 
     octopods_conn.inject(Reset())
     with pytest.raises(OctopodsTransientError) as err:
-        OctopodsHook().send_sms("+15551234567", "hi")
+        OctopodsHook().send_sms("+12015550123", "hi")
     assert err.value.request_sent is True
 
 
@@ -276,11 +276,11 @@ def test_httphook_run_calls_any_endpoint_with_the_key_and_the_error_rules(octopo
     answer = hook.run(f"api/v1/sms/messages/{message_id}")
     assert answer["status"] == "delivered" and answer["message_id"] == message_id
     sent = hook.run(
-        "/api/v1/sms/messages", data={"destination_phone": "+15551234567", "body": "hi"}, method="POST"
+        "/api/v1/sms/messages", data={"destination_phone": "+12015550123", "body": "hi"}, method="POST"
     )
     assert isinstance(sent["message_id"], int)
     posted = OctopodsHook(method="POST").run(
-        "/api/v1/sms/messages", data=json.dumps({"destination_phone": "+15551234567", "body": "hi"})
+        "/api/v1/sms/messages", data=json.dumps({"destination_phone": "+12015550123", "body": "hi"})
     )
     assert posted["message_id"] != sent["message_id"]
     assert all(r.had_key for r in octopods_conn.requests)

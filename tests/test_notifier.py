@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from airflow_provider_octopods._segments import measure
 from airflow_provider_octopods.models import MAX_BODY_LENGTH
 from airflow_provider_octopods.notifications.octopods import (
     OctopodsSmsNotifier,
@@ -42,29 +43,32 @@ def _output(capfd, caplog) -> str:
 
 
 def test_task_and_dag_failure_callbacks_render_and_send_once_each(octopods_conn, capfd, caplog):
-    conf = {"task_phone": "+15551234567", "dag_phone": "+15557654321"}
+    conf = {"task_phone": "+12015550123", "dag_phone": "+12015550124"}
 
     results, output = run_dag("octopods_test_notifier", conf, capfd, caplog)
 
     assert results["nightly_report"] == ("failed", None)
     bodies = _bodies(octopods_conn)
-    assert bodies["+15551234567"] == (
+    assert bodies["+12015550123"] == (
         "Task nightly_report of octopods_test_notifier failed: the report source is empty"
     )
-    assert bodies["+15557654321"].startswith("DAG octopods_test_notifier failed in run manual__")
+    assert bodies["+12015550124"].startswith("DAG octopods_test_notifier failed in run manual__")
     assert octopods_conn.request_count(SEND) == 2  # one SMS per callback, each sent once
     assert NOT_SENT not in output
 
 
 def test_failing_notifiers_log_and_never_raise_into_the_callbacks(octopods_conn, capfd, caplog):
     # The task's notifier hits an Octopods error (code 4), the DAG's has an invalid number.
-    conf = {"task_phone": "+15551230400", "dag_phone": "not-a-phone"}
+    conf = {"task_phone": "+12015550140", "dag_phone": "not-a-phone"}
 
     results, output = run_dag("octopods_test_notifier", conf, capfd, caplog)
 
     assert results["nightly_report"] == ("failed", None)
     assert f"{NOT_SENT}Octopods' SMS provider failed (HTTP 400, error_code 4)" in output
-    assert f"{NOT_SENT}Invalid destination_phone: 'not-a-phone' is not an E.164 phone number" in output
+    assert (
+        f"{NOT_SENT}Invalid destination_phone: 'not-a-phone' holds characters a phone number does not"
+        in output
+    )
     assert "Callback failed for" not in output  # the DAG run's callback runner saw no exception
     assert "Failed to send notification" not in output  # nor did BaseNotifier
     assert octopods_conn.request_count(SEND) == 1  # the invalid number never reached Octopods
@@ -74,10 +78,10 @@ def test_failing_notifiers_log_and_never_raise_into_the_callbacks(octopods_conn,
 def test_one_notifier_renders_afresh_for_every_call(octopods_conn, capfd, caplog):
     notifier = OctopodsSmsNotifier(destination_phone="{{ phone }}", body="{{ task_id }} failed")
 
-    notifier(_context(phone="+15551234567", task_id="extract"))
-    notifier(_context(phone="+15557654321", task_id="load"))
+    notifier(_context(phone="+12015550123", task_id="extract"))
+    notifier(_context(phone="+12015550124", task_id="load"))
 
-    assert _bodies(octopods_conn) == {"+15551234567": "extract failed", "+15557654321": "load failed"}
+    assert _bodies(octopods_conn) == {"+12015550123": "extract failed", "+12015550124": "load failed"}
     assert (notifier.destination_phone, notifier.body) == ("{{ phone }}", "{{ task_id }} failed")
     _output(capfd, caplog)
 
@@ -94,7 +98,7 @@ def test_one_notifier_renders_afresh_for_every_call(octopods_conn, capfd, caplog
 def test_send_failures_are_logged_not_raised(setup, expected, octopods_conn, capfd, caplog):
     setup(octopods_conn)
 
-    assert OctopodsSmsNotifier(destination_phone="+15551234567", body="x")(_context()) is None
+    assert OctopodsSmsNotifier(destination_phone="+12015550123", body="x")(_context()) is None
 
     output = _output(capfd, caplog)
     assert NOT_SENT in output
@@ -102,7 +106,7 @@ def test_send_failures_are_logged_not_raised(setup, expected, octopods_conn, cap
 
 
 def test_template_error_is_logged_not_raised_and_sends_nothing(octopods_conn, capfd, caplog):
-    notifier = OctopodsSmsNotifier(destination_phone="+15551234567", body="{{ ti.task_id }")
+    notifier = OctopodsSmsNotifier(destination_phone="+12015550123", body="{{ ti.task_id }")
 
     notifier(_context())
 
@@ -112,14 +116,57 @@ def test_template_error_is_logged_not_raised_and_sends_nothing(octopods_conn, ca
 
 
 def test_overlong_rendered_body_is_cut_to_the_limit_not_dropped(octopods_conn, capfd, caplog):
-    OctopodsSmsNotifier(destination_phone="+15551234567", body="Failed: {{ error }}")(
+    OctopodsSmsNotifier(destination_phone="+12015550123", body="Failed: {{ error }}")(
         _context(error="x" * 5000)
     )
 
     (body,) = _bodies(octopods_conn).values()
     assert len(body) == MAX_BODY_LENGTH
     assert body.startswith("Failed: xxx") and body.endswith("...")
-    assert "sending its first 1600" in _output(capfd, caplog)
+    output = _output(capfd, caplog)
+    assert "has 5008 characters in 33 segment(s); sending its first 1597 characters, 11 segment(s)" in output
+
+
+@pytest.mark.parametrize(
+    ("error", "encoding", "room"),
+    [("disk full " * 60, "GSM-7", 2 * 153), ("disk full 💥 " * 60, "UCS-2", 2 * 67)],
+    ids=["gsm-7", "ucs-2"],
+)
+def test_max_segments_cuts_the_text_cleanly_at_a_segment_boundary(
+    error, encoding, room, octopods_conn, capfd, caplog
+):
+    OctopodsSmsNotifier(destination_phone="+12015550123", body="Failed: {{ error }}", max_segments=2)(
+        _context(error=error)
+    )
+
+    (body,) = _bodies(octopods_conn).values()
+    cost = measure(body)
+    assert (cost.encoding, cost.segments) == (encoding, 2)
+    assert room - 20 < cost.units <= room  # the two segments are filled, less the last word
+    assert body.endswith("...") and ("Failed: " + error).startswith(body[:-3])
+    assert f"sending its first {len(body) - 3} characters, 2 segment(s) in {encoding}" in _output(
+        capfd, caplog
+    )
+
+
+def test_a_number_with_a_trailing_newline_is_still_texted(octopods_conn, capfd, caplog):
+    # A Variable edited in the UI often ends with a newline: the alert must go out, not be dropped.
+    OctopodsSmsNotifier(destination_phone="{{ phone }}", body="down")(_context(phone="+1 201 555 0123\n"))
+
+    assert _bodies(octopods_conn) == {"+12015550123": "down"}
+    output = _output(capfd, caplog)
+    assert NOT_SENT not in output
+    assert "message 4829174 to +12015550123 (GSM-7, 1 segment(s))" in output
+
+
+def test_a_national_number_uses_the_notifier_or_connection_region(octopods_conn, monkeypatch, capfd, caplog):
+    OctopodsSmsNotifier(destination_phone="07400 123456", body="a", default_region="GB")(_context())
+    conn = {**octopods_conn.connection_extra(), "extra": {"default_region": "US"}}
+    monkeypatch.setenv("AIRFLOW_CONN_OCTOPODS_DEFAULT", json.dumps(conn))
+    OctopodsSmsNotifier(destination_phone="(201) 555-0124", body="b")(_context())
+
+    assert _bodies(octopods_conn) == {"+447400123456": "a", "+12015550124": "b"}
+    assert NOT_SENT not in _output(capfd, caplog)
 
 
 ASYNC_NOTIFY = pytest.mark.airflow3_only(reason="BaseNotifier is awaitable (async_notify) only in Airflow 3")
@@ -128,19 +175,19 @@ ASYNC_NOTIFY = pytest.mark.airflow3_only(reason="BaseNotifier is awaitable (asyn
 @ASYNC_NOTIFY
 async def test_async_notify_renders_and_sends(octopods_conn):
     await OctopodsSmsNotifier(
-        destination_phone="+15551234567",
+        destination_phone="+12015550123",
         body="Deadline missed by {{ dag_id }}",
         context=_context(dag_id="etl"),
     )
 
-    assert _bodies(octopods_conn) == {"+15551234567": "Deadline missed by etl"}
+    assert _bodies(octopods_conn) == {"+12015550123": "Deadline missed by etl"}
 
 
 @ASYNC_NOTIFY
 async def test_async_notify_failure_is_logged_not_raised(octopods_conn, capfd, caplog):
     octopods_conn.revoke_key()
 
-    await OctopodsSmsNotifier(destination_phone="+15551234567", body="x")
+    await OctopodsSmsNotifier(destination_phone="+12015550123", body="x")
 
     assert "rotated or revoked" in _output(capfd, caplog)
 
@@ -149,11 +196,11 @@ def test_lowercase_alias_and_connection_id(octopods_conn, monkeypatch, capfd, ca
     monkeypatch.setenv("AIRFLOW_CONN_OCTOPODS_ALERTS", json.dumps(octopods_conn.connection_extra()))
 
     send_octopods_sms_notification(
-        destination_phone="+15551234567", body="hi", octopods_conn_id="octopods_alerts"
+        destination_phone="+12015550123", body="hi", octopods_conn_id="octopods_alerts"
     )(_context())
 
     assert send_octopods_sms_notification is OctopodsSmsNotifier
-    assert _bodies(octopods_conn) == {"+15551234567": "hi"}
+    assert _bodies(octopods_conn) == {"+12015550123": "hi"}
     assert_no_key_anywhere(_output(capfd, caplog))
 
 

@@ -39,15 +39,23 @@ def posts(simulator) -> int:
 
 
 def test_send_only_returns_sent_sms_and_sends_once(octopods_conn, capfd, caplog):
-    conf = {"destination_phone": "+15551234567", "body": "Your report is ready."}
+    conf = {"destination_phone": "+12015550123", "body": "Your report is ready."}
 
     results, _ = run_dag("octopods_test_send_only", conf, capfd, caplog)
 
     state, xcom = results["send_sms"]
     assert state == "success"
-    assert set(xcom) == {"message_id", "request_id", "channel_message_id"}
+    assert set(xcom) == {
+        "message_id",
+        "request_id",
+        "channel_message_id",
+        "destination_phone",
+        "encoding",
+        "segments",
+    }
+    assert (xcom["destination_phone"], xcom["encoding"], xcom["segments"]) == ("+12015550123", "GSM-7", 1)
     message = octopods_conn.messages[xcom["message_id"]]
-    assert (message.phone_number, message.body) == ("+15551234567", "Your report is ready.")
+    assert (message.phone_number, message.body) == ("+12015550123", "Your report is ready.")
     assert posts(octopods_conn) == 1
     assert octopods_conn.request_count() == 1  # no status poll without wait_for_delivery
 
@@ -55,7 +63,7 @@ def test_send_only_returns_sent_sms_and_sends_once(octopods_conn, capfd, caplog)
 @pytest.mark.parametrize("mode", MODES)
 def test_send_and_wait_delivered_returns_final_status_and_sends_once(mode, octopods_conn, capfd, caplog):
     results, output = run_dag(
-        f"octopods_test_send_and_wait_{mode}", {"destination_phone": "+15551234567"}, capfd, caplog
+        f"octopods_test_send_and_wait_{mode}", {"destination_phone": "+12015550123"}, capfd, caplog
     )
 
     state, xcom = results["send_sms"]
@@ -72,10 +80,10 @@ def test_send_and_wait_delivered_returns_final_status_and_sends_once(mode, octop
 @pytest.mark.parametrize(
     ("mode", "phone", "status", "reason"),
     [
-        ("worker", "+15551230001", "failed", FAILURE_REASONS["invalid_number"]),
-        ("deferrable", "+15551230003", "undelivered", FAILURE_REASONS["out_of_coverage"]),
-        ("deferrable", "+15551230004", "failed", FAILURE_REASONS["sender_not_approved"]),
-        ("worker", "+15551230002", "undelivered", FAILURE_REASONS["carrier_blocked"]),
+        ("worker", "+12015550101", "failed", FAILURE_REASONS["invalid_number"]),
+        ("deferrable", "+12015550103", "undelivered", FAILURE_REASONS["out_of_coverage"]),
+        ("deferrable", "+12015550104", "failed", FAILURE_REASONS["sender_not_approved"]),
+        ("worker", "+12015550102", "undelivered", FAILURE_REASONS["carrier_blocked"]),
     ],
 )
 def test_failed_delivery_fails_without_retry_or_resend(
@@ -99,8 +107,8 @@ def test_bad_phone_fails_naming_the_field_before_any_request(mode, octopods_conn
     )
 
     assert results["send_sms"] == ("failed", None)
-    assert "Invalid destination_phone: '555-1234' is not an E.164 phone number" in output
-    assert "(e.g. +15551234567)" in output
+    assert "Invalid destination_phone: '555-1234' has no country code" in output
+    assert "(e.g. +12015550123)" in output
     assert octopods_conn.request_count() == 0
 
 
@@ -132,7 +140,7 @@ def test_refused_send_surfaces_octopods_text_and_is_not_retried(octopods_conn, c
 def test_provider_error_surfaces_its_text_and_may_be_retried(octopods_conn, capfd, caplog):
     """Error code 4: Octopods did not send the SMS, so the task's one retry may try again."""
     results, output = run_dag(
-        "octopods_test_send_and_wait_deferrable", {"destination_phone": "+15551230400"}, capfd, caplog
+        "octopods_test_send_and_wait_deferrable", {"destination_phone": "+12015550140"}, capfd, caplog
     )
 
     assert results["send_sms"] == ("failed", None)
@@ -174,7 +182,7 @@ def test_rate_limited_send_is_left_to_the_task_retry(octopods_conn, capfd, caplo
 @pytest.mark.parametrize("mode", MODES)
 def test_stuck_in_queued_times_out_naming_the_last_status(mode, octopods_conn, capfd, caplog):
     results, output = run_dag(
-        f"octopods_test_send_and_wait_timeout_{mode}", {"destination_phone": "+15551230009"}, capfd, caplog
+        f"octopods_test_send_and_wait_timeout_{mode}", {"destination_phone": "+12015550109"}, capfd, caplog
     )
 
     assert results["send_sms"] == ("failed", None)
@@ -195,20 +203,20 @@ def test_send_in_one_task_wait_in_another(octopods_conn, capfd, caplog):
 
 
 def test_batch_send_then_one_wait_names_the_failure(octopods_conn, capfd, caplog):
-    phones = ["+15551234567", "+15551230002", "+15557654321"]
+    phones = ["+12015550123", "+12015550102", "+12015550124"]
 
     results, output = run_dag("octopods_test_batch_send", {"phones": phones}, capfd, caplog)
 
     assert results["wait_for_delivery"] == ("failed", None)
     assert posts(octopods_conn) == 3
-    (bad,) = [m.message_id for m in octopods_conn.messages.values() if m.phone_number == "+15551230002"]
+    (bad,) = [m.message_id for m in octopods_conn.messages.values() if m.phone_number == "+12015550102"]
     assert "1 of 3 SMS were not delivered." in output
     assert f"SMS {bad} was not delivered: status 'undelivered'" in output
     assert FAILURE_REASONS["carrier_blocked"] in output
 
 
 def test_batch_send_all_delivered(octopods_conn, capfd, caplog):
-    phones = ["+15551234567", "+15557654321"]
+    phones = ["+12015550123", "+12015550124"]
 
     results, _ = run_dag("octopods_test_batch_send", {"phones": phones}, capfd, caplog)
 
@@ -224,7 +232,7 @@ def test_batch_send_all_delivered(octopods_conn, capfd, caplog):
 
 def _operator(**kwargs):
     kwargs.setdefault("wait_for_delivery", True)
-    return OctopodsSendSmsOperator(task_id="send_sms", destination_phone="+15551234567", body="hi", **kwargs)
+    return OctopodsSendSmsOperator(task_id="send_sms", destination_phone="+12015550123", body="hi", **kwargs)
 
 
 class _Ti:
@@ -494,7 +502,7 @@ def _trigger_for(operator, message_id):
 
 def test_mapped_send_then_one_sensor_on_its_output(octopods_conn, capfd, caplog):
     """The one-liner: ``message_ids=OctopodsSendSmsOperator.partial(...).expand(...).output``."""
-    phones = ["+15551234567", "+15557654321", "+15553217777"]
+    phones = ["+12015550123", "+12015550124", "+12015550126"]
 
     results, _ = run_dag("octopods_test_batch_send_output", {"phones": phones}, capfd, caplog)
 

@@ -32,7 +32,13 @@ def test_connection_type_is_declared_with_a_clean_form():
     assert set(behaviour["hidden-fields"]) == {"login", "schema", "port"}
     assert behaviour["relabeling"]["password"] == "Channel API key"
     assert behaviour["placeholders"]["host"] == "https://app.octopods.io"
-    assert set(conn_type["conn-fields"]) == {"timeout", "allow_insecure_http", "verify"}
+    assert set(conn_type["conn-fields"]) == {
+        "timeout",
+        "allow_insecure_http",
+        "verify",
+        "default_region",
+        "strict_numbers",
+    }
 
 
 def test_provider_info_validates_against_airflows_schema():

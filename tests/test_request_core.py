@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 TRANSPORTS = ["requests", "aiohttp"]
 PROXY_VARIABLES = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"]
-PHONE = "+15551234567"
+PHONE = "+12015550123"
 #: Seconds per request: ample for a busy machine, short enough for the stalled-read row.
 REQUEST_TIMEOUT = 1.0
 

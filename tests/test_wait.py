@@ -97,7 +97,7 @@ def _sensor(**kwargs):
 def _operator(**kwargs):
     from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
 
-    return OctopodsSendSmsOperator(task_id="send", destination_phone="+15551234567", body="hi", **kwargs)
+    return OctopodsSendSmsOperator(task_id="send", destination_phone="+12015550123", body="hi", **kwargs)
 
 
 @pytest.mark.parametrize(("build", "interval"), [(_sensor, "poke_interval"), (_operator, "poll_interval")])
@@ -253,7 +253,7 @@ def test_events_of_0_1_0_still_parse():
             {
                 "message_id": 4829174,
                 "status": "delivered",
-                "phone_number": "+15551234567",
+                "phone_number": "+12015550123",
                 "sent_at": "2026-04-24T10:23:45+00:00",
                 "delivered_at": "2026-04-24T10:23:50+00:00",
                 "failure_reason": None,

@@ -10,9 +10,16 @@ from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from airflow.providers.http.hooks.http import HttpHook
 
 from airflow_provider_octopods import CONN_FIELDS, HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
-from airflow_provider_octopods._calls import SendOptions, probe_request, send_request, status_request
+from airflow_provider_octopods._calls import (
+    SendOptions,
+    probe_request,
+    send_request,
+    sent_at_most_once,
+    status_request,
+)
 from airflow_provider_octopods._core import Exchange, Load, Notice, Pause, Request, Send, endpoint_request
 from airflow_provider_octopods._http import ApiSettings, api_key, api_settings, connection_label
+from airflow_provider_octopods._outgoing import send_rules
 from airflow_provider_octopods._transport import (
     ConnectionCache,
     SessionPool,
@@ -223,18 +230,43 @@ class OctopodsHook(HttpHook):
         """
         return self._call(status_request(message_id))
 
-    def send_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> SentSms:
+    def send_sms(
+        self,
+        destination_phone: str,
+        body: str,
+        *,
+        default_region: str | None = None,
+        strict_numbers: bool | None = None,
+        max_segments: int | None = None,
+        **options: Unpack[SendOptions],
+    ) -> SentSms:
         """
-        Send an SMS. It is sent at most once: a transient failure is raised, never retried blindly.
+        Send an SMS, at most once: a failure that may hide a send is never retried.
 
-        :param destination_phone: the recipient in E.164 form, e.g. ``+15551234567``.
+        The number and the text are checked before any request (see :doc:`/numbers`). A failure
+        after the request was written raises
+        :class:`~airflow_provider_octopods.exceptions.OctopodsSendUnconfirmedError` (no retry can
+        help without risking a second text); one before it stays an
+        :class:`~airflow_provider_octopods.exceptions.OctopodsTransientError` with
+        ``request_sent`` False. The answer carries the number in E.164 form, the text's encoding
+        and its number of segments.
+
+        :param destination_phone: the recipient, e.g. ``+12015550123`` or, with
+            ``default_region``, a national number such as ``(201) 555-0123``.
         :param body: the text, 1 to 1,600 characters.
+        :param default_region: the region of national numbers (default: the connection's extra
+            ``default_region``, else none: numbers must start with ``+``).
+        :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the
+            connection's extra ``strict_numbers``, else true); false sends them with a warning.
+        :param max_segments: refuse a text that takes more SMS segments than this.
         :param destination_user_name: the recipient's name, shown in Octopods.
         :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
         :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
         """
-        request = send_request(destination_phone, body, **options)
-        return SentSms.from_api(self._call(request))
+        rules = send_rules(self._load_connection()[0], default_region, strict_numbers, max_segments)
+        request = send_request(destination_phone, body, rules, **options)
+        with sent_at_most_once():
+            return self._call(request)  # type: ignore[no-any-return]
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -353,15 +385,35 @@ class OctopodsAsyncHook(BaseHook):
         """
         return await self._call(status_request(message_id, timeout))
 
-    async def send_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> SentSms:
+    async def send_sms(
+        self,
+        destination_phone: str,
+        body: str,
+        *,
+        default_region: str | None = None,
+        strict_numbers: bool | None = None,
+        max_segments: int | None = None,
+        **options: Unpack[SendOptions],
+    ) -> SentSms:
         """
-        Send an SMS once (see :meth:`OctopodsHook.send_sms` for the arguments).
+        Send an SMS once (see :meth:`OctopodsHook.send_sms` for the rules and the arguments).
 
-        :param destination_phone: the recipient in E.164 form.
+        :param destination_phone: the recipient, international or (with ``default_region``) national.
         :param body: the text, 1 to 1,600 characters.
+        :param default_region: the region of national numbers (default: the connection's extra).
+        :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the
+            connection's extra, else true).
+        :param max_segments: refuse a text that takes more SMS segments than this.
         :param destination_user_name: the recipient's name, shown in Octopods.
         :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
         :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
         """
-        request = send_request(destination_phone, body, **options)
-        return SentSms.from_api(await self._call(request))
+        settings, _ = await self._load_connection()
+        request = send_request(
+            destination_phone,
+            body,
+            send_rules(settings, default_region, strict_numbers, max_segments),
+            **options,
+        )
+        with sent_at_most_once():
+            return await self._call(request)  # type: ignore[no-any-return]

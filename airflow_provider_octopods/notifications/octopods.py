@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseNotifier
 
 from airflow_provider_octopods.exceptions import OctopodsError
-from airflow_provider_octopods.models import MAX_BODY_LENGTH
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Sequence
 
     import jinja2
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_octopods.models import SentSms
 
 __all__ = ["OctopodsSmsNotifier", "send_octopods_sms_notification"]
 
@@ -33,7 +34,7 @@ class OctopodsSmsNotifier(BaseNotifier):
         DAG(
             "nightly_report",
             on_failure_callback=OctopodsSmsNotifier(
-                destination_phone="+15551234567",
+                destination_phone="+12015550123",
                 body="DAG {{ dag.dag_id }} failed (run {{ run_id }}).",
             ),
         )
@@ -41,17 +42,24 @@ class OctopodsSmsNotifier(BaseNotifier):
     A notification must not turn one failure into two: when the SMS cannot be sent (an invalid
     number, a rejected key, Octopods unreachable, a template that does not render) the notifier
     logs a clear error and returns; it never raises into Airflow's callback machinery. A rendered
-    body longer than Octopods' 1,600 characters is cut (with ``...``) rather than not sent. Each
+    body longer than Octopods' 1,600 characters, or than ``max_segments`` SMS segments, is cut
+    cleanly at a segment boundary (with ``...``) rather than not sent. Each
     call renders a copy, so one notifier shared by many tasks (``default_args``) renders afresh for
     each of them.
 
     .. seealso::
         :ref:`howto/notifier:OctopodsSmsNotifier`
 
-    :param destination_phone: the recipient in E.164 form, e.g. ``+15551234567`` (templated).
+    :param destination_phone: the recipient, e.g. ``+12015550123`` (templated; surrounding
+        whitespace is ignored); see :doc:`/numbers`.
     :param body: the text (templated).
     :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>`.
     :param destination_user_name: the recipient's name, shown in Octopods (templated).
+    :param default_region: the region of national numbers (default: the connection's extra
+        ``default_region``, else numbers must start with ``+``).
+    :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the
+        connection's extra ``strict_numbers``, else true).
+    :param max_segments: cut the text so that it takes at most this many SMS segments.
     """
 
     template_fields: Sequence[str] = ("destination_phone", "body", "destination_user_name")
@@ -63,6 +71,9 @@ class OctopodsSmsNotifier(BaseNotifier):
         body: str,
         octopods_conn_id: str = "octopods_default",
         destination_user_name: str | None = None,
+        default_region: str | None = None,
+        strict_numbers: bool | None = None,
+        max_segments: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -70,6 +81,9 @@ class OctopodsSmsNotifier(BaseNotifier):
         self.body = body
         self.octopods_conn_id = octopods_conn_id
         self.destination_user_name = destination_user_name
+        self.default_region = default_region
+        self.strict_numbers = strict_numbers
+        self.max_segments = max_segments
 
     def get_template_env(self, dag: Any = None) -> jinja2.Environment:
         """
@@ -108,14 +122,42 @@ class OctopodsSmsNotifier(BaseNotifier):
         super().render_template_fields(context, jinja_env)
 
     def _text(self) -> Any:
-        """Return the rendered body, cut to Octopods' limit if a long context value overflowed it."""
+        """Return the rendered body, cut at a segment boundary if it overflows the limits."""
+        from airflow_provider_octopods._segments import measure, truncate
+
         body = self.body
-        if isinstance(body, str) and len(body) > MAX_BODY_LENGTH:
+        if not isinstance(body, str) or not body.strip():
+            return body  # the hook names the problem
+        cut = truncate(body, self.max_segments)
+        if cut != body:
+            before, after = measure(body), measure(cut)
             self.log.warning(
-                "The rendered SMS text has %d characters; sending its first %d.", len(body), MAX_BODY_LENGTH
+                "The rendered SMS text has %d characters in %d segment(s); sending its first %d "
+                "characters, %d segment(s) in %s.",
+                before.length,
+                before.segments,
+                len(cut) - 3,
+                after.segments,
+                after.encoding,
             )
-            body = body[: MAX_BODY_LENGTH - 3] + "..."
-        return body
+        return cut
+
+    def _send_options(self) -> dict[str, Any]:
+        return {
+            "destination_user_name": self.destination_user_name,
+            "default_region": self.default_region,
+            "strict_numbers": self.strict_numbers,
+            "max_segments": self.max_segments,
+        }
+
+    def _sent(self, sent: SentSms) -> None:
+        self.log.info(
+            "Sent the Octopods SMS notification: message %s to %s (%s, %s segment(s)).",
+            sent.message_id,
+            sent.destination_phone,
+            sent.encoding,
+            sent.segments,
+        )
 
     def _report_failure(self, err: BaseException) -> None:
         expected = isinstance(err, OctopodsError)
@@ -136,15 +178,13 @@ class OctopodsSmsNotifier(BaseNotifier):
 
         hook = OctopodsHook(self.octopods_conn_id)
         try:
-            sent = hook.send_sms(
-                self.destination_phone, self._text(), destination_user_name=self.destination_user_name
-            )
+            sent = hook.send_sms(self.destination_phone, self._text(), **self._send_options())
         except Exception as err:
             self._report_failure(err)
             return
         finally:
             hook.close()
-        self.log.info("Sent the Octopods SMS notification: message %s.", sent.message_id)
+        self._sent(sent)
 
     async def async_notify(self, context: Context) -> None:
         """
@@ -156,13 +196,11 @@ class OctopodsSmsNotifier(BaseNotifier):
 
         try:
             async with OctopodsAsyncHook(self.octopods_conn_id) as hook:
-                sent = await hook.send_sms(
-                    self.destination_phone, self._text(), destination_user_name=self.destination_user_name
-                )
+                sent = await hook.send_sms(self.destination_phone, self._text(), **self._send_options())
         except Exception as err:
             self._report_failure(err)
             return
-        self.log.info("Sent the Octopods SMS notification: message %s.", sent.message_id)
+        self._sent(sent)
 
     def __await__(self) -> Generator[Any, None, None]:
         """

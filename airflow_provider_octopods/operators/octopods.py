@@ -24,9 +24,7 @@ from airflow_provider_octopods._wait import (
 )
 from airflow_provider_octopods.exceptions import (
     OctopodsDeliveryError,
-    OctopodsSendUnconfirmedError,
     OctopodsTimeoutError,
-    OctopodsTransientError,
     OctopodsWaitAfterSendError,
 )
 from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger, defer_wait
@@ -56,7 +54,8 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
     Send an SMS through Octopods; optionally wait until the carrier confirms delivery.
 
     Without ``wait_for_delivery`` the task returns ``SentSms.to_dict()`` (``message_id``,
-    ``request_id``, ``channel_message_id``) as XCom, ready for an
+    ``request_id``, ``channel_message_id``, and the ``destination_phone`` in E.164 form, the
+    text's ``encoding`` and ``segments``) as XCom, ready for an
     :class:`~airflow_provider_octopods.sensors.octopods.OctopodsSmsDeliverySensor` downstream.
 
     With ``wait_for_delivery`` the task then waits on the message id it got and returns the final
@@ -75,13 +74,14 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
     ``execution_timeout``, a rejected key, a crashed or timed-out trigger, anything) fails without
     retries too, as :class:`OctopodsWaitAfterSendError` naming the message id, unless it is already
     such a final error (a failed delivery, a timed-out wait); a deferring task keeps the send's
-    answer in XCom (key ``octopods_sent``) to name it after a failed trigger. Invalid input (a phone number that
-    is not E.164, an empty or too long body) fails before any request.
+    answer in XCom (key ``octopods_sent``) to name it after a failed trigger. Invalid input (a phone number
+    libphonenumber refuses, an empty or too long body, more segments than ``max_segments``) fails
+    before any request.
 
     .. seealso::
         :ref:`howto/operator:OctopodsSendSmsOperator`
 
-    :param destination_phone: the recipient in E.164 form, e.g. ``+15551234567`` (templated).
+    :param destination_phone: the recipient, e.g. ``+12015550123`` (templated); see :doc:`/numbers`.
     :param body: the text, 1 to 1,600 characters (templated).
     :param destination_user_name: the recipient's name, shown in Octopods (templated).
     :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
@@ -98,6 +98,11 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
         (seconds or a timedelta).
     :param backoff_factor: growth of the interval after each poll (1 keeps it fixed).
     :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>`.
+    :param default_region: the region of national numbers such as ``(201) 555-0123`` (default:
+        the connection's extra ``default_region``, else numbers must start with ``+``).
+    :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the
+        connection's extra ``strict_numbers``, else true); false sends them with a warning.
+    :param max_segments: fail before sending when the text takes more SMS segments than this.
     """
 
     template_fields: Sequence[str] = ("destination_phone", "body", "destination_user_name")
@@ -119,6 +124,9 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
         max_poll_interval: float | timedelta = DEFAULT_MAX_POLL_INTERVAL,
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         octopods_conn_id: str = "octopods_default",
+        default_region: str | None = None,
+        strict_numbers: bool | None = None,
+        max_segments: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -132,6 +140,9 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
         self.schedule = PollSchedule.of(initial_delay, poll_interval, backoff_factor, max_poll_interval)
         self.timeout = seconds(timeout, "timeout")
         self.octopods_conn_id = octopods_conn_id
+        self.default_region = default_region
+        self.strict_numbers = strict_numbers
+        self.max_segments = max_segments
 
     @cached_property
     def hook(self) -> OctopodsHook:
@@ -145,7 +156,14 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
             sent = self._send()
         finally:
             self.hook.close()
-        self.log.info("Octopods accepted SMS %s (request_id %s).", sent.message_id, sent.request_id)
+        self.log.info(
+            "Octopods accepted SMS %s to %s (%s, %s segment(s); request_id %s).",
+            sent.message_id,
+            sent.destination_phone,
+            sent.encoding,
+            sent.segments,
+            sent.request_id,
+        )
         if not self.wait_for_delivery:
             return sent.to_dict()
         with _never_resend(sent.to_dict()):
@@ -166,22 +184,22 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
         return self.execute_complete(context, event, sent=sent.to_dict())
 
     def _send(self) -> SentSms:
-        """Send the SMS once; turn a failure that may hide a successful send into a final error."""
-        try:
-            return self.hook.send_sms(
-                self.destination_phone,
-                self.body,
-                destination_user_name=self.destination_user_name,
-                open_intercom_conversation=self.open_intercom_conversation,
-                intercom_teammate_id=self.intercom_teammate_id,
-            )
-        except OctopodsTransientError as err:
-            if not err.request_sent:
-                raise  # certainly not sent: the task's retries may send it
-            raise OctopodsSendUnconfirmedError(
-                f"{err} The SMS may have been sent: it is not sent again, so that a retry cannot text "
-                "the recipient twice. Check in Octopods whether it went out before clearing this task."
-            ) from None
+        """
+        Send the SMS once (the hook never repeats a send that may have reached Octopods).
+
+        A failure that may hide a send is an ``OctopodsSendUnconfirmedError`` (no retry); one
+        that certainly sent nothing (no connection, HTTP 429) is left to the task's retries.
+        """
+        return self.hook.send_sms(
+            self.destination_phone,
+            self.body,
+            destination_user_name=self.destination_user_name,
+            open_intercom_conversation=self.open_intercom_conversation,
+            intercom_teammate_id=self.intercom_teammate_id,
+            default_region=self.default_region,
+            strict_numbers=self.strict_numbers,
+            max_segments=self.max_segments,
+        )
 
     @staticmethod
     def _wait_in_process(trigger: OctopodsSmsDeliveryTrigger) -> dict[str, Any] | None:

@@ -15,8 +15,21 @@ import contextlib
 import json
 import signal
 import threading
+from typing import Any
 
-from airflow_provider_octopods.testing.simulator import OctopodsSimulator
+from airflow_provider_octopods.testing.simulator import (
+    DELIVERED_NUMBER,
+    MAGIC_NUMBERS,
+    OctopodsSimulator,
+    Status,
+)
+
+
+def _describe(fate: Any) -> str:
+    """One line on a magic number's fate, e.g. ``undelivered (The carrier blocked ...)``."""
+    if isinstance(fate, Status):
+        return fate.status + (f" ({fate.failure_reason})" if fate.failure_reason else " for ever")
+    return f"the send is refused: HTTP {fate.status}, error_code {fate.body.get('error_code')}"
 
 
 def _raise_open_files_limit() -> None:
@@ -50,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Octopods simulator listening on {sim.url}", flush=True)
     print("Connection for Airflow:")
     print(f"  export AIRFLOW_CONN_OCTOPODS_DEFAULT='{json.dumps(sim.connection_extra())}'")
-    print(
-        "Numbers ending in 0001/0004 fail, 0002/0003 are undelivered, 0009 stay queued, 0400 get error 4.",
-        flush=True,
-    )
+    print("Numbers ending in these digits get a scripted fate (e.g. +12015550102):")
+    for suffix, fate in MAGIC_NUMBERS.items():
+        print(f"  ...{suffix}: {_describe(fate)}")
+    print(f"Any other valid number (e.g. {DELIVERED_NUMBER}) is delivered.", flush=True)
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())

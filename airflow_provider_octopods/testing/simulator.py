@@ -9,7 +9,12 @@ mid-answer), :class:`Hang` (never answers), :class:`Trickle` (answers a byte at 
 :meth:`OctopodsSimulator.inject` puts steps in front of the next requests whatever they ask.
 
 Sent messages (``POST /api/v1/sms/messages``) are delivered after ``deliver_after`` seconds,
-unless the destination number ends in one of the magic suffixes of :data:`MAGIC_NUMBERS`.
+unless the destination number ends in one of the magic suffixes of :data:`MAGIC_NUMBERS` (all
+of them within ``+1 201 555 0100`` to ``0199``, numbers libphonenumber calls valid and that are
+reserved for fiction). A send to a number that is not in E.164 form, or whose length
+libphonenumber calls impossible, is refused (HTTP 400, ``error_code`` 3); one to a number of a
+possible length that libphonenumber does not call valid (``+1 555 123 4567``) is accepted and
+then ``failed`` with the ``invalid_number`` reason, as a carrier would.
 
 The server runs its own event loop in a daemon thread, so it serves sync and async clients
 alike, and counts the TCP connections it accepts (:attr:`OctopodsSimulator.connections_opened`).
@@ -123,15 +128,40 @@ class Trickle:
 
 Step = str | Status | Reply | Reset | Hang | Trickle
 
-#: Destination numbers ending in these digits get a scripted fate when sent.
+#: Destination numbers ending in these digits get a scripted fate when sent; e.g. +12015550102
+#: (libphonenumber calls every ``+1 201 555 01xx`` number valid).
 MAGIC_NUMBERS: dict[str, Any] = {
-    "0001": Status("failed", FAILURE_REASONS["invalid_number"]),
-    "0002": Status("undelivered", FAILURE_REASONS["carrier_blocked"]),
-    "0003": Status("undelivered", FAILURE_REASONS["out_of_coverage"]),
-    "0004": Status("failed", FAILURE_REASONS["sender_not_approved"]),
-    "0009": Status("queued"),  # never leaves the queue
-    "0400": Reply(400, {"error_code": 4, "error": "The SMS provider returned an error."}),
+    "0101": Status("failed", FAILURE_REASONS["invalid_number"]),
+    "0102": Status("undelivered", FAILURE_REASONS["carrier_blocked"]),
+    "0103": Status("undelivered", FAILURE_REASONS["out_of_coverage"]),
+    "0104": Status("failed", FAILURE_REASONS["sender_not_approved"]),
+    "0109": Status("queued"),  # never leaves the queue
+    "0140": Reply(400, {"error_code": 4, "error": "The SMS provider returned an error."}),
 }
+#: A number that gets the default fate (queued, sent, delivered): libphonenumber's US example.
+DELIVERED_NUMBER = "+12015550123"
+
+
+def check_destination(phone: Any) -> str | None:
+    """
+    Return how the simulator treats a destination: ``"refused"``, ``"not_valid"`` or None (fine).
+
+    Refused: not a string in E.164 form, or of a length libphonenumber calls impossible.
+    Not valid: of a possible length, but in no range libphonenumber calls valid.
+
+    :param phone: the ``destination_phone`` of a send.
+    """
+    if not isinstance(phone, str) or not _E164.fullmatch(phone):
+        return "refused"
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return "refused"
+    if not phonenumbers.is_possible_number(number):
+        return "refused"
+    return None if phonenumbers.is_valid_number(number) else "not_valid"
 
 
 def _as_step(step: Step) -> Step:
@@ -291,7 +321,7 @@ class OctopodsSimulator:
         self,
         *steps: Step,
         message_id: int | None = None,
-        phone_number: str = "+15551234567",
+        phone_number: str = DELIVERED_NUMBER,
         timeline: Iterable[tuple[float, Step]] | None = None,
     ) -> int:
         """
@@ -390,7 +420,7 @@ class OctopodsSimulator:
                 )
             created_at, started = time.time(), time.monotonic()
             ids = [
-                self.add_message(timeline=timeline, phone_number=phone or "+15551234567")
+                self.add_message(timeline=timeline, phone_number=phone or DELIVERED_NUMBER)
                 for timeline, phone in scripts
             ]
             with self._lock:
@@ -494,9 +524,12 @@ class OctopodsSimulator:
         phone, body = payload["destination_phone"], payload["body"]
         if not isinstance(body, str) or not body.strip():
             return self._error(400, "The message body is empty.", 2)
-        if not isinstance(phone, str) or not _E164.fullmatch(phone):
+        checked = check_destination(phone)
+        if checked == "refused":
             return self._error(400, "The destination phone number is invalid.", 3)
         fate = next((f for suffix, f in MAGIC_NUMBERS.items() if phone.endswith(suffix)), None)
+        if checked == "not_valid":
+            fate = Status("failed", FAILURE_REASONS["invalid_number"])
         if isinstance(fate, Reply):
             return self._json(fate.status, {"request_id": str(uuid.uuid4()), **fate.body})
         if isinstance(fate, Status) and fate.status == "queued":

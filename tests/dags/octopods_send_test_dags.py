@@ -29,7 +29,7 @@ from airflow_provider_octopods.sensors.octopods import OctopodsSmsDeliverySensor
 
 FAST_WAIT = {"poll_interval": 0.1, "initial_delay": 0.05, "max_poll_interval": 0.2}
 FAST_SENSOR = {"poke_interval": 0.1, "initial_delay": 0.05, "max_poll_interval": 0.2}
-PARAMS = {"destination_phone": "+15551234567", "body": "Hello from the tests"}
+PARAMS = {"destination_phone": "+12015550123", "body": "Hello from the tests"}
 SEND_ARGS = {"destination_phone": "{{ params.destination_phone }}", "body": "{{ params.body }}"}
 
 with DAG("octopods_test_send_only", schedule=None, start_date=datetime(2026, 1, 1), params=PARAMS):
@@ -58,7 +58,7 @@ for _mode in ("worker", "deferrable"):
         f"octopods_test_send_and_wait_cut_{_mode}",
         schedule=None,
         start_date=datetime(2026, 1, 1),
-        params={**PARAMS, "destination_phone": "+15551230009"},
+        params={**PARAMS, "destination_phone": "+12015550109"},
         default_args={"retries": 2, "retry_delay": timedelta(seconds=0)},
     ):
         OctopodsSendSmsOperator(
@@ -84,7 +84,7 @@ with DAG(
     "octopods_test_batch_send",
     schedule=None,
     start_date=datetime(2026, 1, 1),
-    params={"phones": ["+15551234567"], "body": "Hello from the tests"},
+    params={"phones": ["+12015550123"], "body": "Hello from the tests"},
 ):
 
     @task
@@ -105,7 +105,7 @@ with DAG(
     "octopods_test_batch_send_output",
     schedule=None,
     start_date=datetime(2026, 1, 1),
-    params={"phones": ["+15551234567"], "body": "Hello from the tests"},
+    params={"phones": ["+12015550123"], "body": "Hello from the tests"},
 ):
 
     @task
@@ -123,7 +123,7 @@ with DAG(
     "octopods_test_notifier",
     schedule=None,
     start_date=datetime(2026, 1, 1),
-    params={"task_phone": "+15551234567", "dag_phone": "+15557654321"},
+    params={"task_phone": "+12015550123", "dag_phone": "+12015550124"},
     on_failure_callback=OctopodsSmsNotifier(
         destination_phone="{{ params.dag_phone }}",
         body="DAG {{ dag.dag_id }} failed in run {{ run_id }}.",

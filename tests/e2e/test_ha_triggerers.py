@@ -21,7 +21,7 @@ DAG_ID = "octopods_e2e_ha"
 TASKS = ("send_and_wait", "wait_past_deadline")
 SEND = "/api/v1/sms/messages"
 #: The simulator keeps an SMS to this number queued until the test scripts it.
-STAYS_QUEUED_PHONE = "+15551230009"
+STAYS_QUEUED_PHONE = "+12015550109"
 RUNS = 2
 
 
