@@ -76,11 +76,16 @@ def sent_at_most_once() -> Iterator[None]:
     except OctopodsTransientError as err:
         if not err.request_sent:
             raise
-        raise OctopodsSendUnconfirmedError(
+        unconfirmed = OctopodsSendUnconfirmedError(
             f"{err} The SMS may have been sent: it is not sent again, so that a retry cannot text "
-            "the recipient twice. Check in Octopods whether it went out before sending it again (or clearing "
-            "the task that sent it)."
-        ) from None
+            "the recipient twice. Check in Octopods whether it went out before sending it again (or "
+            "clearing the task that sent it).",
+            status_code=err.status_code,
+            error_code=err.error_code,
+            error=err.error,
+        )
+        unconfirmed.request_id = err.request_id  # already named in the message
+        raise unconfirmed from None
 
 
 def status_request(message_id: int | str, timeout: float | None = None) -> Request:

@@ -127,13 +127,18 @@ class OctopodsDeliveryError(OctopodsError, AirflowFailException):
     """An SMS reached a terminal status other than ``delivered`` (``failed`` or ``undelivered``)."""
 
 
-class OctopodsSendUnconfirmedError(OctopodsError, AirflowFailException):
+class OctopodsSendUnconfirmedError(OctopodsApiError, AirflowFailException):
     """
     A send failed in a way that leaves unknown whether Octopods accepted the SMS.
 
-    Raised for a 5xx answer, a broken connection, a timeout or an unreadable success answer. The
-    task fails without retries, because a retry could send the SMS a second time.
+    Raised by ``send_sms`` for a 5xx answer, a broken connection, a read timeout, a redirect or an
+    unreadable success answer: the request had left, so it may have been processed. The task
+    fails without retries, because a retry could send the SMS a second time. It keeps the facts
+    of the failure (``status_code``, ``request_id``, ...).
     """
+
+    #: The request had been written when the send failed (else the error would be transient).
+    request_sent = True
 
 
 class OctopodsTimeoutError(OctopodsError, AirflowSensorTimeout):

@@ -11,6 +11,7 @@ from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,
     OctopodsBadRequestError,
     OctopodsInputError,
+    OctopodsSendUnconfirmedError,
     OctopodsTransientError,
 )
 from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook, _SessionPool
@@ -69,7 +70,7 @@ def test_transient_errors_are_retried_then_raised(octopods_conn, monkeypatch):
 
 def test_send_is_never_retried(octopods_conn):
     octopods_conn.inject(Reply(503))
-    with pytest.raises(OctopodsTransientError):
+    with pytest.raises(OctopodsSendUnconfirmedError, match="may have been sent"):
         OctopodsHook().send_sms("+12015550123", "hello")
     assert octopods_conn.request_count("/api/v1/sms/messages") == 1
     assert octopods_conn.messages == {}
@@ -237,7 +238,7 @@ def test_a_send_cut_off_after_the_request_left_is_not_marked_unsent(octopods_con
     from airflow_provider_octopods.testing import Reset
 
     octopods_conn.inject(Reset())
-    with pytest.raises(OctopodsTransientError) as err:
+    with pytest.raises(OctopodsSendUnconfirmedError, match="broke while reading") as err:
         OctopodsHook().send_sms("+12015550123", "hi")
     assert err.value.request_sent is True
 

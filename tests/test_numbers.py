@@ -97,9 +97,9 @@ def test_invalid_numbers_fail_with_the_reason_in_plain_words(value, region, reas
 
 def test_possible_but_not_valid_numbers_pass_with_a_warning_when_not_strict(caplog):
     with caplog.at_level(logging.WARNING, logger="airflow_provider_octopods._phone"):
-        assert normalize_phone("+1 (555) 123-4567", strict=False) == "+12015550123"
+        assert normalize_phone("+1 (555) 123-4567", strict=False) == "+15551234567"
     assert "is not a valid number for US" in caplog.text
-    assert "sending to +12015550123 anyway (strict_numbers is off)" in caplog.text
+    assert "sending to +15551234567 anyway (strict_numbers is off)" in caplog.text
 
 
 @pytest.mark.parametrize("strict", [True, False])
@@ -235,7 +235,7 @@ def test_hooks_take_default_region_and_strictness_from_the_connection(client, oc
     overridden = send(client, "(201) 555-0123", default_region="US")
 
     assert sent.destination_phone == "+447400123456"
-    assert fictional.destination_phone == "+12015550123"
+    assert fictional.destination_phone == "+15551234567"
     assert overridden.destination_phone == "+12015550123"
     with pytest.raises(OctopodsInputError, match="not a valid number for US"):
         send(client, "+1 555 123 4567", strict_numbers=True)
@@ -262,7 +262,7 @@ def test_simulator_refuses_numbers_not_e164_or_impossible_with_error_code_3(phon
 
 
 def test_simulator_fails_possible_but_not_valid_numbers_as_a_carrier_would(simulator):
-    answer = _post(simulator, "+12015550123")
+    answer = _post(simulator, "+15551234567")
     assert answer.status_code == 201
     message = simulator.messages[answer.json()["message_id"]]
     assert message.timeline[-1][1].failure_reason == FAILURE_REASONS["invalid_number"]

@@ -222,6 +222,11 @@ NOT_SENT = r"Could not reach Octopods at {url}: {why}, so nothing was sent\."
 OTHER_ORIGIN = {"Location": "http://127.0.0.2:9/api/v1/sms/messages/1"}
 JSON = {"Content-Type": "application/json"}
 
+#: What a send's failure says once the request had left: ``send_sms`` never repeats it.
+UNCONFIRMED = (
+    r" The SMS may have been sent: it is not sent again, so that a retry cannot text the recipient twice\..*"
+)
+
 ROWS = [
     Row("ok", None, "ok", "delivered"),
     Row("send-ok", None, "ok", "sent", what="send"),
@@ -327,9 +332,9 @@ ROWS = [
     Row(
         "303-after-post",
         reply(303, headers={"Location": "/api/v1/sms/messages/4829999"}),
-        "OctopodsTransientError",
+        "OctopodsSendUnconfirmedError",
         r"Octopods answered POST /api/v1/sms/messages with a redirect \(HTTP 303\); it was not followed, so "
-        r"the request is not repeated, and it may have been processed\.",
+        r"the request is not repeated, and it may have been processed\." + UNCONFIRMED,
         request_sent=True,
         status_code=303,
         what="send",
@@ -337,8 +342,9 @@ ROWS = [
     Row(
         "307-after-post-to-another-origin",
         reply(307, headers=OTHER_ORIGIN),
-        "OctopodsTransientError",
-        r"Octopods answered POST /api/v1/sms/messages with a redirect \(HTTP 307\).*may have been processed\.",
+        "OctopodsSendUnconfirmedError",
+        r"Octopods answered POST /api/v1/sms/messages with a redirect \(HTTP 307\).*may have been processed\."
+        + UNCONFIRMED,
         request_sent=True,
         status_code=307,
         what="send",
@@ -390,8 +396,9 @@ ROWS = [
         Row(
             f"{status}-server-trouble",
             reply(status, "<html>down</html>", {"Content-Type": "text/html"}),
-            "OctopodsTransientError",
-            rf"Octopods answered HTTP {status} \(server trouble\)\.",
+            "OctopodsSendUnconfirmedError" if what == "send" else "OctopodsTransientError",
+            rf"Octopods answered HTTP {status} \(server trouble\)\."
+            + (UNCONFIRMED if what == "send" else ""),
             request_sent=True,
             status_code=status,
             what=what,

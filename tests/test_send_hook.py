@@ -167,10 +167,12 @@ def test_rate_limit_is_raised_with_retry_after_and_not_retried(octopods_conn):
     assert octopods_conn.request_count(SEND) == 1
 
 
-def test_malformed_success_answer_is_transient_not_a_crash(octopods_conn):
+def test_malformed_success_answer_is_unconfirmed_not_a_crash(octopods_conn):
+    from airflow_provider_octopods.exceptions import OctopodsSendUnconfirmedError
+
     octopods_conn.inject(Reply(201, {"request_id": "req-x", "message_id": "abc"}))
 
-    with pytest.raises(OctopodsTransientError, match="malformed"):
+    with pytest.raises(OctopodsSendUnconfirmedError, match=r"malformed.*The SMS may have been sent"):
         OctopodsHook().send_sms("+12015550123", "hello")
     assert octopods_conn.request_count(SEND) == 1
 
@@ -203,10 +205,11 @@ def test_a_redirect_answer_to_a_send_is_never_followed_and_never_called_refused(
     from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
 
     octopods_conn.inject(Reply(status, b"", {"Location": "/api/v1/sms/messages/4829999"}))
-    with pytest.raises(OctopodsTransientError) as err:
+    with pytest.raises(OctopodsSendUnconfirmedError) as err:
         OctopodsHook().send_sms("+12015550123", "hi")
     assert err.value.request_sent is True and err.value.status_code == status
     assert "may have been processed" in str(err.value)
+    assert "refused" not in str(err.value)
 
     octopods_conn.inject(Reply(status, b"", {"Location": "/api/v1/sms/messages/4829999"}))
     operator = OctopodsSendSmsOperator(task_id="send", destination_phone="+12015550123", body="hi")

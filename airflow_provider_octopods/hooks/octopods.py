@@ -263,7 +263,12 @@ class OctopodsHook(HttpHook):
         :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
         :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
         """
-        rules = send_rules(self._load_connection()[0], default_region, strict_numbers, max_segments)
+        rules = send_rules(
+            self._load_connection(conn_id=self.octopods_conn_id)[0],
+            default_region,
+            strict_numbers,
+            max_segments,
+        )
         request = send_request(destination_phone, body, rules, **options)
         with sent_at_most_once():
             return self._call(request)  # type: ignore[no-any-return]
