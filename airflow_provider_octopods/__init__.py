@@ -92,4 +92,13 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Off by default: the API key would travel unencrypted.",
         "schema": {"type": ["boolean", "null"]},
     },
+    "max_requests_per_second": {
+        "label": "Max requests per second (per triggerer)",
+        "description": (
+            "Requests per second this key may make from one process (all triggers of a triggerer "
+            "share it). Set it a little under your Octopods limit divided by the number of "
+            "triggerers. Empty: adapt to Octopods' 429 answers."
+        ),
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    },
 }

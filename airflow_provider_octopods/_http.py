@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_octopods import __version__
+from airflow_provider_octopods._budget import read_rate
 from airflow_provider_octopods.exceptions import (
     ERROR_CODE_KEY_REVOKED,
     ERROR_CODE_PROVIDER_ERROR,
@@ -65,11 +66,13 @@ class ApiSettings:
     :param base_url: scheme, host and port, without a trailing slash.
     :param timeout: seconds for a whole request.
     :param verify: TLS verification: True, False, or a CA bundle path.
+    :param max_requests_per_second: the key's request budget in this process; None adapts to 429s.
     """
 
     base_url: str
     timeout: float = DEFAULT_TIMEOUT
     verify: bool | str = True
+    max_requests_per_second: float | None = None
 
 
 def _is_loopback(host: str) -> bool:
@@ -173,7 +176,8 @@ def api_settings(conn: Any) -> ApiSettings:
         if isinstance(verify_extra, str) and "/" in verify_extra
         else (_truthy(verify_extra) if not isinstance(verify_extra, bool) else verify_extra)
     )
-    return ApiSettings(base_url=base_url, timeout=timeout, verify=verify)
+    rate = read_rate(extra, conn_id)
+    return ApiSettings(base_url=base_url, timeout=timeout, verify=verify, max_requests_per_second=rate)
 
 
 def api_key(conn: Any) -> str:
