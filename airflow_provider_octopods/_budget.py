@@ -114,8 +114,8 @@ class RequestBudget:
         self._refilled = -math.inf
         self.blocked_until = -math.inf
         self._decreased_at = -math.inf
-        self._grown_at = -math.inf
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._grown_at: float | None = None
+        self._waiters: deque[_Waiter] = deque()
         self._abandoned = 0
         self._timer: asyncio.TimerHandle | None = None
         #: Requests let through, and 429 answers seen (for benchmarks and logs).
@@ -180,21 +180,25 @@ class RequestBudget:
         now = max(when, self._refilled, loop.time() - 1.0 / self.rate)
         while self._waiters:
             head = self._waiters[0]
-            if head.done():  # cancelled while waiting
+            if head.gone or head.future.done():  # cancelled while waiting
                 self._waiters.popleft()
-                self._abandoned -= 1
+                self._abandoned -= head.gone
+                head.gone = True
                 continue
             if not self._take(now):
                 break
             self._waiters.popleft()
-            head.set_result(None)
+            head.future.set_result(None)
         self._arm(loop)
 
-    def _abandon(self) -> None:
+    def _abandon(self, waiter: _Waiter) -> None:
         """Count a cancelled waiter; compact the queue once they are half of it (amortised O(1))."""
+        if waiter.gone:  # already dropped from the queue
+            return
+        waiter.gone = True
         self._abandoned += 1
         if self._abandoned * 2 >= len(self._waiters):
-            self._waiters = deque(w for w in self._waiters if not w.done())
+            self._waiters = deque(w for w in self._waiters if not w.gone)
             self._abandoned = 0
             if not self._waiters and self._timer is not None:
                 self._timer.cancel()
@@ -206,14 +210,14 @@ class RequestBudget:
         now = loop.time()
         if not self.waiting and self._take(now):
             return now
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter = _Waiter(loop.create_future())
         self._waiters.append(waiter)
         self._arm(loop)
         try:
-            await waiter
+            await waiter.future
         except asyncio.CancelledError:
-            if not waiter.done() or waiter.cancelled():
-                self._abandon()
+            if not waiter.future.done() or waiter.future.cancelled():
+                self._abandon(waiter)
             raise
         return loop.time()
 
@@ -235,12 +239,12 @@ class RequestBudget:
             pause = retry_after if retry_after is not None and retry_after > 0 else DEFAULT_429_PAUSE
             self.blocked_until = max(self.blocked_until, now + pause)
             self._tokens, self._refilled = 0.0, now
-            if self.fixed_rate is None and (sent_at is None or sent_at >= self._decreased_at):
+            if self.fixed_rate is None and (sent_at is None or sent_at > self._decreased_at):
                 self.rate = max(ADAPTIVE_MIN_RATE, self.rate * ADAPTIVE_DECREASE)
                 self._decreased_at = now
             self._rearm(loop)
         elif self.fixed_rate is None and status_code is not None:
-            if self.waiting:  # only grow while demand exceeds the rate
+            if self.waiting and self._grown_at is not None:  # grow only while demand exceeds the rate
                 grown = min(now - self._grown_at, 1.0)
                 self.rate = min(ADAPTIVE_MAX_RATE, self.rate + ADAPTIVE_INCREASE * grown)
             self._grown_at = now
@@ -269,6 +273,16 @@ class RequestBudget:
             raise
         self.on_answer(200, None, sent_at)
         return result
+
+
+class _Waiter:
+    """One queued request: the future it awaits, and whether it left the queue's count."""
+
+    __slots__ = ("future", "gone")
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.gone = False
 
 
 class _Slot:
