@@ -299,7 +299,7 @@ class _Slot:
 _budgets: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RequestBudget]] = (
     weakref.WeakKeyDictionary()
 )
-_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, asyncio.Task[Any]]] = (
+_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, asyncio.Future[Any]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -322,39 +322,47 @@ def request_budget(base_url: str, key: str, rate: float | None = None) -> Reques
     return budget
 
 
+class _LeaderGone(Exception):
+    """The caller making a shared request was cancelled; a follower makes it instead."""
+
+
 async def coalesce(name: Hashable, call: Callable[[], Awaitable[T]]) -> T:
     """
     Share one request among concurrent callers with the same ``name``.
 
-    The first caller starts ``call()`` in a task; callers with the same name that arrive before
-    it finishes await the same task and get the same result or error. A caller cancelled while
-    waiting does not cancel the request of the others. Nothing is cached after it finishes.
+    The first caller (the leader) makes the request itself; callers with the same name that
+    arrive before it finishes await a future the leader fills with its result or error, so
+    sharing costs no task. A follower cancelled while waiting leaves the others alone; if the
+    leader is cancelled, one follower makes the request instead. Nothing is cached after it ends.
 
     :param name: what identifies the request, e.g. ``(group_id(...), message_id)``.
     :param call: makes the request when called.
     """
     loop = asyncio.get_running_loop()
     running = _in_flight.setdefault(loop, {})
-    task = running.get(name)
-    if task is None:
-        task = running[name] = loop.create_task(_run_then_forget(running, name, call))
-        task.add_done_callback(_retrieve)
-    return await asyncio.shield(task)  # type: ignore[no-any-return]
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Mark the error of a request as seen, in case every caller was cancelled before it ended."""
-    if not task.cancelled():
-        task.exception()
-
-
-async def _run_then_forget(
-    running: dict[Hashable, asyncio.Task[Any]], name: Hashable, call: Callable[[], Awaitable[T]]
-) -> T:
+    shared = running.get(name)
+    if shared is not None:
+        try:
+            return await asyncio.shield(shared)  # type: ignore[no-any-return]
+        except _LeaderGone:
+            return await coalesce(name, call)
+    shared = running[name] = loop.create_future()
     try:
-        return await call()
+        result = await call()
+    except Exception as err:
+        shared.set_exception(err)
+        raise
+    except BaseException:  # cancelled (or the process is stopping)
+        shared.set_exception(_LeaderGone())
+        raise
+    else:
+        shared.set_result(result)
+        return result
     finally:
-        running.pop(name, None)
+        if running.get(name) is shared:
+            del running[name]
+        if shared.done() and not shared.cancelled():
+            shared.exception()  # seen, even when no follower came for it
 
 
 async def budgeted_status(hook: Any, message_id: int, timeout: float | None = None) -> Any:

@@ -342,15 +342,39 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_request() -> None:
         calls += 1
         started.set()
         await release.wait()
-        return "answer"
+        return f"answer {calls}"
 
-    first = asyncio.ensure_future(coalesce(("g", 1), request))
+    leader = asyncio.ensure_future(coalesce(("g", 1), request))
     await started.wait()
-    second = asyncio.ensure_future(coalesce(("g", 1), request))
+    followers = [asyncio.ensure_future(coalesce(("g", 1), request)) for _ in range(3)]
     await asyncio.sleep(0)
-    first.cancel()
+    followers[0].cancel()  # a follower leaving changes nothing for the others
     release.set()
-    assert await second == "answer" and calls == 1
+    assert await leader == "answer 1"
+    assert [await f for f in followers[1:]] == ["answer 1", "answer 1"] and calls == 1
+    assert followers[0].cancelled()
+
+
+async def test_when_the_caller_making_the_request_is_cancelled_a_follower_makes_it() -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def request() -> str:
+        nonlocal calls
+        calls += 1
+        started.set()
+        await release.wait()
+        return f"answer {calls}"
+
+    leader = asyncio.ensure_future(coalesce(("g", 1), request))
+    await started.wait()
+    followers = [asyncio.ensure_future(coalesce(("g", 1), request)) for _ in range(3)]
+    await asyncio.sleep(0)
+    started.clear()
+    leader.cancel()
+    await started.wait()  # a follower asked again; the others joined it
+    release.set()
+    assert [await f for f in followers] == ["answer 2"] * 3 and calls == 2  # one new request
 
 
 def _get(url: str, key: str) -> tuple[int, dict[str, str]]:
