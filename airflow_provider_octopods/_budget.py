@@ -299,9 +299,9 @@ class _Slot:
 _budgets: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RequestBudget]] = (
     weakref.WeakKeyDictionary()
 )
-_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, asyncio.Future[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+_in_flight: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[Hashable, list[asyncio.Future[Any]]]
+] = weakref.WeakKeyDictionary()
 
 
 def request_budget(base_url: str, key: str, rate: float | None = None) -> RequestBudget:
@@ -331,38 +331,42 @@ async def coalesce(name: Hashable, call: Callable[[], Awaitable[T]]) -> T:
     Share one request among concurrent callers with the same ``name``.
 
     The first caller (the leader) makes the request itself; callers with the same name that
-    arrive before it finishes await a future the leader fills with its result or error, so
-    sharing costs no task. A follower cancelled while waiting leaves the others alone; if the
-    leader is cancelled, one follower makes the request instead. Nothing is cached after it ends.
+    arrive before it ends (followers) each await a future the leader fills with its result or
+    error, so sharing costs no task. The leader then yields once, so every caller resumes in the
+    same loop iteration and their next polls stay in step. A follower cancelled while waiting
+    leaves the others alone; if the leader is cancelled, one follower makes the request instead.
+    Nothing is cached after the request ends.
 
     :param name: what identifies the request, e.g. ``(group_id(...), message_id)``.
     :param call: makes the request when called.
     """
     loop = asyncio.get_running_loop()
     running = _in_flight.setdefault(loop, {})
-    shared = running.get(name)
-    if shared is not None:
+    followers = running.get(name)
+    if followers is not None:
+        mine: asyncio.Future[T] = loop.create_future()
+        followers.append(mine)
         try:
-            return await asyncio.shield(shared)  # type: ignore[no-any-return]
+            return await mine
         except _LeaderGone:
             return await coalesce(name, call)
-    shared = running[name] = loop.create_future()
+    followers = running[name] = []
     try:
         result = await call()
-    except Exception as err:
-        shared.set_exception(err)
+    except BaseException as err:
+        del running[name]
+        shared = err if isinstance(err, Exception) else _LeaderGone()  # cancelled: a follower takes over
+        for waiter in followers:
+            if not waiter.done():
+                waiter.set_exception(shared)
         raise
-    except BaseException:  # cancelled (or the process is stopping)
-        shared.set_exception(_LeaderGone())
-        raise
-    else:
-        shared.set_result(result)
-        return result
-    finally:
-        if running.get(name) is shared:
-            del running[name]
-        if shared.done() and not shared.cancelled():
-            shared.exception()  # seen, even when no follower came for it
+    del running[name]
+    for waiter in followers:
+        if not waiter.done():
+            waiter.set_result(result)
+    if followers:
+        await asyncio.sleep(0)
+    return result
 
 
 async def budgeted_status(hook: Any, message_id: int, timeout: float | None = None) -> Any:

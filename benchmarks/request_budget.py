@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict
+from functools import lru_cache
 from typing import Any
 
 from benchmarks._common import (
@@ -78,10 +79,16 @@ def schedule(scale: float, fixed: float | None) -> Any:
     if fixed is not None:
         while True:
             yield fixed * scale
+    for delay in _template().poll_delays():
+        yield delay * scale
+
+
+@lru_cache(maxsize=1)
+def _template() -> Any:
+    """One trigger whose ``poll_delays()`` every wait reads (not one trigger object per wait)."""
     from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger
 
-    for delay in OctopodsSmsDeliveryTrigger(message_id=1).poll_delays():
-        yield delay * scale
+    return OctopodsSmsDeliveryTrigger(message_id=1)
 
 
 class _Counters:
