@@ -32,7 +32,7 @@ def test_connection_type_is_declared_with_a_clean_form():
     assert set(behaviour["hidden-fields"]) == {"login", "schema", "port"}
     assert behaviour["relabeling"]["password"] == "Channel API key"
     assert behaviour["placeholders"]["host"] == "https://app.octopods.io"
-    assert set(conn_type["conn-fields"]) == {"timeout", "allow_insecure_http"}
+    assert set(conn_type["conn-fields"]) == {"timeout", "allow_insecure_http", "max_requests_per_second"}
 
 
 def test_provider_info_validates_against_airflows_schema():
