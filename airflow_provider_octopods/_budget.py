@@ -369,18 +369,24 @@ async def coalesce(name: Hashable, call: Callable[[], Awaitable[T]]) -> T:
     return result
 
 
-async def budgeted_status(hook: Any, message_id: int, timeout: float | None = None) -> Any:
+async def budgeted_status(
+    hook: Any, message_id: int, timeout: float | None = None, *, budget: bool = True
+) -> Any:
     """
-    ``hook.get_sms_status(message_id)`` through the budget of its connection, coalesced.
+    ``hook.get_sms_status(message_id)``, coalesced per group and message, through the group's budget.
 
-    The one call an async transport or trigger needs: concurrent polls of one message share one
-    request, and every request waits for a slot of the group's budget.
+    The one call a trigger (or wait engine) needs: concurrent polls of one message share one
+    request, and every request waits for a slot of its group's budget. Once the async transport
+    draws each request from the budget itself, pass ``budget=False`` so it is not counted twice.
 
     :param hook: an ``OctopodsAsyncHook``.
     :param message_id: a validated message id.
-    :param timeout: seconds the request may take (the budget's queue is not counted).
+    :param timeout: seconds the request may take (the time queued for a slot is not counted).
+    :param budget: draw the request from the budget here.
     """
     settings, key = await hook._load_connection()
-    budget = request_budget(settings.base_url, key, getattr(settings, "max_requests_per_second", None))
     name = (group_id(settings.base_url, key), int(message_id))
-    return await coalesce(name, lambda: budget.run(lambda: hook.get_sms_status(message_id, timeout=timeout)))
+    if not budget:
+        return await coalesce(name, lambda: hook.get_sms_status(message_id, timeout=timeout))
+    group = request_budget(settings.base_url, key, getattr(settings, "max_requests_per_second", None))
+    return await coalesce(name, lambda: group.run(lambda: hook.get_sms_status(message_id, timeout=timeout)))

@@ -328,6 +328,9 @@ async def test_concurrent_polls_of_one_message_share_one_request(octopods_conn: 
         other = octopods_conn.add_message("delivered")
         await asyncio.gather(budgeted_status(hooks[0], message), budgeted_status(hooks[1], other))
         assert octopods_conn.request_count() == 5
+        # Without the budget (for a transport that draws from it itself), still coalesced.
+        await asyncio.gather(*(budgeted_status(h, message, budget=False) for h in hooks))
+        assert octopods_conn.request_count() == 6
     finally:
         for hook in hooks:
             await hook.close()
