@@ -176,8 +176,7 @@ def api_settings(conn: Any) -> ApiSettings:
         if isinstance(verify_extra, str) and "/" in verify_extra
         else (_truthy(verify_extra) if not isinstance(verify_extra, bool) else verify_extra)
     )
-    rate = read_rate(extra, conn_id)
-    return ApiSettings(base_url=base_url, timeout=timeout, verify=verify, max_requests_per_second=rate)
+    return ApiSettings(base_url, timeout, verify, max_requests_per_second=read_rate(extra, conn_id))
 
 
 def api_key(conn: Any) -> str:
