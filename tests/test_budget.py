@@ -273,11 +273,13 @@ def test_closed_loops_and_their_budgets_are_collected() -> None:
         await asyncio.sleep(0)
         assert budget.waiting >= 4 and not left[-1].done()
 
+    gc.collect()
+    before = (len(_budget._budgets), len(_budget._in_flight))  # loops of other tests Airflow may hold
     for _ in range(20):
         asyncio.run(main())
     gc.collect()
     assert [ref() for ref in loops] == [None] * 20
-    assert len(_budget._budgets) == 0 and len(_budget._in_flight) == 0
+    assert len(_budget._budgets) <= before[0] and len(_budget._in_flight) <= before[1]
 
 
 @pytest.mark.parametrize("raw", [0, -1, "abc", True, float("nan"), float("inf"), [45]])
