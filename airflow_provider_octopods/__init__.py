@@ -114,4 +114,13 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "false: send them with a warning.",
         "schema": {"type": ["string", "null"]},
     },
+    "max_requests_per_second": {
+        "label": "Max requests per second (per triggerer)",
+        "description": (
+            "Requests per second this key may make from one process (all triggers of a triggerer "
+            "share it). Set it a little under your Octopods limit divided by the number of "
+            "triggerers. Empty: adapt to Octopods' 429 answers."
+        ),
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    },
 }

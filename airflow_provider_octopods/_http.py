@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_octopods import __version__
+from airflow_provider_octopods._budget import read_rate
 from airflow_provider_octopods._phone import parse_region, parse_strict
 from airflow_provider_octopods.exceptions import (
     ERROR_CODE_KEY_REVOKED,
@@ -72,6 +73,7 @@ class ApiSettings:
     :param default_region: the region of national phone numbers (extra ``default_region``).
     :param strict_numbers: refuse numbers libphonenumber does not call valid (extra
         ``strict_numbers``; only an explicit false turns it off).
+    :param max_requests_per_second: the key's request budget in this process; None adapts to 429s.
     """
 
     base_url: str
@@ -79,6 +81,7 @@ class ApiSettings:
     verify: bool | str = True
     default_region: str | None = None
     strict_numbers: bool = True
+    max_requests_per_second: float | None = None
 
 
 def _is_loopback(host: str) -> bool:
@@ -297,6 +300,7 @@ def api_settings(conn: Any, label: str | None = None) -> ApiSettings:
         verify=parse_verify(extra.get("verify"), label),
         default_region=parse_region(extra.get("default_region"), f"extra 'default_region' of {label}"),
         strict_numbers=parse_strict(extra.get("strict_numbers"), f"extra 'strict_numbers' of {label}"),
+        max_requests_per_second=read_rate(extra, label),
     )
 
 

@@ -292,3 +292,60 @@ class SessionPool:
         if entry[1] <= 0:
             del cls._entries[loop]
             await session.close()
+
+
+async def send_within_budget(
+    session: aiohttp.ClientSession, send: Send, settings: ApiSettings, key: str
+) -> Answer | Failed:
+    """
+    Perform ``send`` when the key's budget in this process allows, and teach the budget the answer.
+
+    Every async request with one key on one event loop (all the triggers of a triggerer) draws
+    from one :func:`~airflow_provider_octopods._budget.request_budget`: polls due together are
+    spread, and a 429 slows the whole group (``Retry-After`` honoured).
+
+    :param session: the shared session of the event loop.
+    :param send: the request.
+    :param settings: the connection's settings (its base URL and ``max_requests_per_second``).
+    :param key: the Channel API key (only hashed, to tell budgets apart).
+    """
+    from airflow_provider_octopods._budget import request_budget
+    from airflow_provider_octopods._http import parse_retry_after
+
+    budget = request_budget(settings.base_url, key, settings.max_requests_per_second)
+    sent_at = await budget.acquire()
+    outcome = await send_with_aiohttp(session, send)
+    if isinstance(outcome, Answer):
+        budget.on_answer(outcome.status, parse_retry_after(outcome.headers.get("Retry-After")), sent_at)
+    else:
+        budget.on_answer(None, None, sent_at)
+    return outcome
+
+
+async def _amask_secret(secret: str) -> None:
+    """
+    Register the key with the secrets masker without blocking the event loop.
+
+    Airflow 3 offers ``amask_secret`` (the sync call would make a blocking round trip to the
+    supervisor from the triggerer's loop); older versions only have the local, sync masker.
+    """
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:
+        from airflow.providers.common.compat.sdk import mask_secret
+
+        mask_secret(secret)
+    else:
+        await amask_secret(secret)
+
+
+async def fetch_connection(conn_id: str) -> tuple[ApiSettings, str]:
+    """Read a connection's settings and key without blocking the event loop; mask the key."""
+    from airflow.providers.common.compat.connection import get_async_connection
+
+    from airflow_provider_octopods._http import api_key, api_settings
+
+    conn = await get_async_connection(conn_id)
+    settings, key = api_settings(conn), api_key(conn)
+    await _amask_secret(key)
+    return settings, key

@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The simulator's key in benchmarks (a made-up one: the simulator is the only server).
@@ -109,10 +110,12 @@ class SimulatorProcess:
     ``octopods-simulator`` in a child process, so its CPU is not counted against the client.
 
     :param key: the valid Channel API key.
+    :param args: more command-line arguments, e.g. ``["--rate-limit", "50"]``.
     """
 
-    def __init__(self, key: str = BENCH_KEY) -> None:
+    def __init__(self, key: str = BENCH_KEY, args: Sequence[str] = ()) -> None:
         self.key = key
+        self.args = list(args)
         self.url = ""
         self._proc: subprocess.Popen[str] | None = None
         self._log: IO[str] | None = None
@@ -120,7 +123,16 @@ class SimulatorProcess:
     def __enter__(self) -> SimulatorProcess:
         self._log = tempfile.TemporaryFile("w+")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "airflow_provider_octopods.testing", "--port", "0", "--key", self.key],
+            [
+                sys.executable,
+                "-m",
+                "airflow_provider_octopods.testing",
+                "--port",
+                "0",
+                "--key",
+                self.key,
+                *self.args,
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self._log,

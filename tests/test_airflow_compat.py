@@ -23,7 +23,7 @@ PACKAGE = Path(airflow_provider_octopods.__file__).parent
 ALLOWED = ("airflow.providers.common.compat", "airflow.providers.http", "airflow.triggers.base")
 #: Deliberate exceptions, each guarded by ``except ImportError`` with a compat fallback.
 GUARDED = {
-    ("hooks/octopods.py", "airflow.sdk.log"): "amask_secret: Airflow 3's non-blocking secrets masker, "
+    ("_transport.py", "airflow.sdk.log"): "amask_secret: Airflow 3's non-blocking secrets masker, "
     "for the triggerer's event loop; falls back to compat's mask_secret on Airflow 2",
 }
 

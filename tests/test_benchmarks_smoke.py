@@ -78,3 +78,22 @@ def test_parse_cost_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.splitlines()[-1].startswith("DAG-parse import cost after airflow.sdk (median of 1):")
     # Deterministic, unlike timings: importing the sensor pulls in no HTTP client and no hook.
     assert out.splitlines()[-1].endswith("heavy imports: none")
+
+
+def test_request_budget_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import request_budget
+
+    argv = [
+        *("--n", "10", "--limit", "20", "--rate", "15", "--coalesce-n", "20", "--coalesce-ids", "4"),
+        *("--time-scale", "0.05", "--in-process", "--json", str(tmp_path / "r.json")),
+    ]
+    out = _run(request_budget.main, argv, capsys)
+    assert out.splitlines()[-1].startswith("request budget: fixed:")
+    phases = json.loads((tmp_path / "r.json").read_text())["phases"]
+    for phase in phases.values():
+        assert phase["failed_waits"] == 0
+        assert phase["requests"] >= 1
+    # Deterministic, unlike timings: a budget under the limit is never refused.
+    assert phases["fixed"]["throttled"] == 0
+    # Waits on one id started together share their requests.
+    assert phases["coalesce"]["requests"] * 2 <= phases["coalesce"]["polls"]

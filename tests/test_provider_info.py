@@ -38,6 +38,7 @@ def test_connection_type_is_declared_with_a_clean_form():
         "verify",
         "default_region",
         "strict_numbers",
+        "max_requests_per_second",
     }
 
 

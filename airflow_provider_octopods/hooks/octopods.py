@@ -9,7 +9,8 @@ import requests
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from airflow.providers.http.hooks.http import HttpHook
 
-from airflow_provider_octopods import CONN_FIELDS, HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
+from airflow_provider_octopods import HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
+from airflow_provider_octopods._budget import coalesce, group_id
 from airflow_provider_octopods._calls import (
     SendOptions,
     probe_request,
@@ -17,14 +18,28 @@ from airflow_provider_octopods._calls import (
     sent_at_most_once,
     status_request,
 )
-from airflow_provider_octopods._core import Exchange, Load, Notice, Pause, Request, Send, endpoint_request
-from airflow_provider_octopods._http import ApiSettings, api_key, api_settings, connection_label
+from airflow_provider_octopods._core import (
+    Exchange,
+    Load,
+    Notice,
+    Pause,
+    Request,
+    Send,
+    endpoint_request,
+)
+from airflow_provider_octopods._http import (
+    ApiSettings,
+    api_key,
+    api_settings,
+    connection_label,
+)
 from airflow_provider_octopods._outgoing import send_rules
 from airflow_provider_octopods._transport import (
     ConnectionCache,
     SessionPool,
-    send_with_aiohttp,
+    fetch_connection,
     send_with_requests,
+    send_within_budget,
 )
 from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,
@@ -97,24 +112,9 @@ class OctopodsHook(HttpHook):
         Built from the same ``conn-fields`` declaration that Airflow 3.2+ reads from the provider
         info (which then never calls this). Values are checked when the connection is used.
         """
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import BooleanField, StringField
-        from wtforms.validators import Optional
+        from airflow_provider_octopods._form import connection_form_widgets
 
-        widgets: dict[str, Any] = {}
-        for name, field in CONN_FIELDS.items():
-            label = lazy_gettext(field["label"])
-            if "boolean" in field["schema"]["type"]:
-                widgets[name] = BooleanField(label, default=False, description=field["description"])
-            else:
-                widgets[name] = StringField(
-                    label,
-                    widget=BS3TextFieldWidget(),
-                    validators=[Optional(strip_whitespace=True)],
-                    description=field["description"],
-                )
-        return widgets
+        return connection_form_widgets()
 
     def _load_connection(self, refresh: bool = False, conn_id: str | None = None) -> tuple[ApiSettings, str]:
         """Return the connection's settings and key, read once, or again with ``refresh``."""
@@ -243,13 +243,10 @@ class OctopodsHook(HttpHook):
         """
         Send an SMS, at most once: a failure that may hide a send is never retried.
 
-        The number and the text are checked before any request (see :doc:`/numbers`). A failure
-        after the request was written raises
-        :class:`~airflow_provider_octopods.exceptions.OctopodsSendUnconfirmedError` (no retry can
-        help without risking a second text); one before it stays an
-        :class:`~airflow_provider_octopods.exceptions.OctopodsTransientError` with
-        ``request_sent`` False. The answer carries the number in E.164 form, the text's encoding
-        and its number of segments.
+        Number and text are checked before any request (:doc:`/numbers`). A failure after the
+        request left is an ``OctopodsSendUnconfirmedError`` (a retry could text twice); one before
+        stays an ``OctopodsTransientError`` (``request_sent`` False). The answer carries the
+        number in E.164 form, the text's encoding and its number of segments.
 
         :param destination_phone: the recipient, e.g. ``+12015550123`` or, with
             ``default_region``, a national number such as ``(201) 555-0123``.
@@ -263,15 +260,10 @@ class OctopodsHook(HttpHook):
         :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
         :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
         """
-        rules = send_rules(
-            self._load_connection(conn_id=self.octopods_conn_id)[0],
-            default_region,
-            strict_numbers,
-            max_segments,
-        )
-        request = send_request(destination_phone, body, rules, **options)
+        settings = self._load_connection(conn_id=self.octopods_conn_id)[0]
+        rules = send_rules(settings, default_region, strict_numbers, max_segments)
         with sent_at_most_once():
-            return self._call(request)  # type: ignore[no-any-return]
+            return self._call(send_request(destination_phone, body, rules, **options))  # type: ignore[no-any-return]
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -296,28 +288,8 @@ class OctopodsHook(HttpHook):
         return True, ok
 
 
-async def _amask_secret(secret: str) -> None:
-    """
-    Register the key with the secrets masker without blocking the event loop.
-
-    Airflow 3 offers ``amask_secret`` (the sync call would make a blocking round trip to the
-    supervisor from the triggerer's loop); older versions only have the local, sync masker.
-    """
-    try:
-        from airflow.sdk.log import amask_secret
-    except ImportError:
-        mask_secret(secret)
-    else:
-        await amask_secret(secret)
-
-
-async def _fetch_connection(conn_id: str) -> tuple[ApiSettings, str]:
-    from airflow.providers.common.compat.connection import get_async_connection
-
-    conn = await get_async_connection(conn_id)
-    settings, key = api_settings(conn), api_key(conn)
-    await _amask_secret(key)
-    return settings, key
+#: How the async hooks read a connection (kept here under its former name: tests replace it).
+_fetch_connection = fetch_connection
 
 
 class OctopodsAsyncHook(BaseHook):
@@ -371,7 +343,7 @@ class OctopodsAsyncHook(BaseHook):
             outcome: Any = None
             if isinstance(action, Send):
                 self._session = self._session or SessionPool.acquire()
-                outcome = await send_with_aiohttp(self._session, action)
+                outcome = await send_within_budget(self._session, action, *await self._load_connection())
             elif isinstance(action, Load):
                 outcome = await self._load_connection(action.refresh)
             elif isinstance(action, Notice):
@@ -388,7 +360,10 @@ class OctopodsAsyncHook(BaseHook):
         :param timeout: seconds this request may take at most, if less than the connection's
             ``timeout`` (a trigger passes the time left before its deadline).
         """
-        return await self._call(status_request(message_id, timeout))
+        request = status_request(message_id, timeout)
+        settings, key = await self._load_connection()
+        # Concurrent polls of one message in this process (many triggers on one id) share a request.
+        return await coalesce((group_id(settings.base_url, key), request.path), lambda: self._call(request))
 
     async def send_sms(
         self,
@@ -414,11 +389,6 @@ class OctopodsAsyncHook(BaseHook):
         :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
         """
         settings, _ = await self._load_connection()
-        request = send_request(
-            destination_phone,
-            body,
-            send_rules(settings, default_region, strict_numbers, max_segments),
-            **options,
-        )
+        rules = send_rules(settings, default_region, strict_numbers, max_segments)
         with sent_at_most_once():
-            return await self._call(request)  # type: ignore[no-any-return]
+            return await self._call(send_request(destination_phone, body, rules, **options))  # type: ignore[no-any-return]

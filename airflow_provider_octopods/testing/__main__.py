@@ -56,9 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--deliver-after", type=float, default=1.0, help="seconds until sent SMS are delivered"
     )
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answer HTTP 429 with Retry-After past N requests per second per key",
+    )
     args = parser.parse_args(argv)
     _raise_open_files_limit()
-    sim = OctopodsSimulator(args.key, host=args.host, port=args.port, deliver_after=args.deliver_after)
+    sim = OctopodsSimulator(
+        args.key,
+        host=args.host,
+        port=args.port,
+        deliver_after=args.deliver_after,
+        rate_limit=args.rate_limit,
+    )
     sim.start()
     print(f"Octopods simulator listening on {sim.url}", flush=True)
     print("Connection for Airflow:")

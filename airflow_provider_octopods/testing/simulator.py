@@ -27,8 +27,14 @@ take no injected fault (their TCP connections are counted, like any other):
   creates timeline-scripted messages (optional ``phone_number`` per message) and answers 201 with
   ``{"message_ids": [...], "created_at": <UNIX time the timelines start>}``.
 - ``GET /_simulator/stats`` answers ``{"connections_opened", "requests", "status_requests",
-  "messages", "cpu_seconds"}`` (requests exclude the admin endpoints; ``cpu_seconds`` is the CPU
-  time of the simulator's whole process, so a benchmark can price the server side of a poll).
+  "messages", "cpu_seconds", "rate_limited"}`` (requests exclude the admin endpoints;
+  ``cpu_seconds`` is the CPU time of the simulator's whole process, so a benchmark can price the
+  server side of a poll; ``rate_limited`` counts the 429s of ``rate_limit``).
+
+With ``rate_limit=N`` (CLI ``--rate-limit N``), like Octopods, the simulator admits at most N
+requests per key in any sliding one-second window and answers the others HTTP 429 with a
+``Retry-After`` (whole seconds until the window has room); refused requests do not count
+against the window.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
 import threading
 import time
@@ -225,6 +232,8 @@ class OctopodsSimulator:
     :param port: the port (0 picks a free one).
     :param deliver_after: seconds until a sent message is ``delivered``.
     :param sent_after: seconds until a sent message is ``sent``.
+    :param rate_limit: requests per second admitted per key (sliding one-second window); past
+        it, HTTP 429 with ``Retry-After``. None: no limit.
     """
 
     def __init__(
@@ -235,6 +244,7 @@ class OctopodsSimulator:
         port: int = 0,
         deliver_after: float = 1.0,
         sent_after: float = 0.3,
+        rate_limit: int | None = None,
     ) -> None:
         self.api_key = api_key
         self.host = host
@@ -245,6 +255,10 @@ class OctopodsSimulator:
         self.messages: dict[int, SimulatedMessage] = {}
         self.requests: list[RequestRecord] = []
         self.connections_opened = 0
+        self.rate_limit = rate_limit
+        #: Requests answered HTTP 429 because of ``rate_limit``.
+        self.rate_limited = 0
+        self._admitted: dict[str | None, deque[float]] = {}
         self._faults: deque[Step] = deque()
         self._next_id = 4829174
         self._lock = threading.Lock()
@@ -405,6 +419,7 @@ class OctopodsSimulator:
                         ),
                         "messages": len(self.messages),
                         "cpu_seconds": time.process_time(),
+                        "rate_limited": self.rate_limited,
                     },
                 )
         if request.path == _ADMIN_MESSAGES and request.method == "POST":
@@ -437,6 +452,13 @@ class OctopodsSimulator:
             self.requests.append(RequestRecord(request.method, request.path, key is not None, time.time()))
             fault = self._faults.popleft() if self._faults else None
             valid, revoked = self.api_key, set(self.revoked_keys)
+            retry_after = self._admit(key)
+        if retry_after is not None:
+            return self._json(
+                429,
+                {"request_id": str(uuid.uuid4()), "error": "Too many requests for this API key."},
+                {"Retry-After": str(retry_after)},
+            )
         if fault is not None:
             return await self._answer(request, fault, None)
         if key in revoked:
@@ -458,6 +480,20 @@ class OctopodsSimulator:
                 return self._error(400, "Message not found.", 6)
             return await self._answer(request, step, message)
         return self._error(404, f"No route for {request.method} {request.path}.")
+
+    def _admit(self, key: str | None) -> int | None:
+        """Admit one request of ``key`` under ``rate_limit`` (lock held); else the Retry-After."""
+        if self.rate_limit is None:
+            return None
+        now = time.monotonic()
+        window = self._admitted.setdefault(key, deque())
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) < self.rate_limit:
+            window.append(now)
+            return None
+        self.rate_limited += 1
+        return max(1, math.ceil(window[0] + 1.0 - now))
 
     def _status_payload(self, step: Status, message: SimulatedMessage | None) -> dict[str, Any]:
         lowered = step.status.lower()
