@@ -36,6 +36,7 @@ from airflow_provider_octopods.exceptions import (
     OctopodsCertificateError,
     OctopodsError,
     OctopodsInputError,
+    OctopodsThrottledError,
     OctopodsTransientError,
 )
 
@@ -55,10 +56,14 @@ class Failure(Enum):
     CERTIFICATE = "its TLS certificate could not be verified"
     TIMEOUT = "no answer in time"
     BROKEN = "the connection broke"
+    #: The key's request budget in this process (``_budget``) had no slot before the request's time ran out.
+    QUEUED = "the key's request budget in this process had no free slot in time"
 
 
 #: Failures before the request was written: Octopods certainly did not process it.
-NOT_SENT = frozenset({Failure.DNS, Failure.CONNECT, Failure.PROXY, Failure.TLS, Failure.CERTIFICATE})
+NOT_SENT = frozenset(
+    {Failure.DNS, Failure.CONNECT, Failure.PROXY, Failure.TLS, Failure.CERTIFICATE, Failure.QUEUED}
+)
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,11 @@ def failure_error(failed: Failed, settings: ApiSettings, send: Send, path: str) 
             f"{f' ({failed.detail})' if failed.detail else ''}, so nothing was sent. If a proxy or a "
             "private CA signs it, set the connection's extra \"verify\" to the path of that CA's "
             "bundle (PEM); check the host name and the machine's clock otherwise."
+        )
+    if failed.kind is Failure.QUEUED:
+        return OctopodsThrottledError(
+            f"Did not ask Octopods at {settings.base_url}: {failed.kind.value}, so nothing was sent.",
+            request_sent=False,
         )
     if failed.kind in NOT_SENT:
         return OctopodsTransientError(

@@ -13,6 +13,7 @@ in the ``Send``, decided once for both by :mod:`airflow_provider_octopods._http`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 import time
 import weakref
@@ -302,7 +303,9 @@ async def send_within_budget(
 
     Every async request with one key on one event loop (all the triggers of a triggerer) draws
     from one :func:`~airflow_provider_octopods._budget.request_budget`: polls due together are
-    spread, and a 429 slows the whole group (``Retry-After`` honoured).
+    spread, and a 429 slows the whole group (``Retry-After`` honoured). The wait for a slot is
+    part of the request's time (so a trigger's deadline holds); a request that gets no slot in
+    time is not sent (``Failure.QUEUED``).
 
     :param session: the shared session of the event loop.
     :param send: the request.
@@ -313,7 +316,15 @@ async def send_within_budget(
     from airflow_provider_octopods._http import parse_retry_after
 
     budget = request_budget(settings.base_url, key, settings.max_requests_per_second)
-    sent_at = await budget.acquire()
+    started = time.monotonic()
+    try:  # the wait for a slot counts against the request's time: a deadline is never overrun
+        sent_at = await asyncio.wait_for(budget.acquire(), send.timeout)
+    except TimeoutError:
+        return Failed(Failure.QUEUED)
+    left = send.timeout - (time.monotonic() - started)
+    send = dataclasses.replace(
+        send, timeout=max(left, 0.001), connect_timeout=min(send.connect_timeout, max(left, 0.001))
+    )
     outcome = await send_with_aiohttp(session, send)
     if isinstance(outcome, Answer):
         budget.on_answer(outcome.status, parse_retry_after(outcome.headers.get("Retry-After")), sent_at)

@@ -25,6 +25,7 @@ from airflow_provider_octopods.exceptions import (
     OctopodsDeliveryError,
     OctopodsError,
     OctopodsInputError,
+    OctopodsThrottledError,
     OctopodsTimeoutError,
     OctopodsTransientError,
     error_from_dict,
@@ -255,7 +256,9 @@ class WaitEngine:
         transient = False
         for message_id, result in zip(self.pending, results, strict=False):
             if isinstance(result, OctopodsTransientError):
-                transient, self.last_error = True, str(result)
+                transient = True
+                if not (isinstance(result, OctopodsThrottledError) and self.last_error):
+                    self.last_error = str(result)  # local throttling does not hide Octopods' own error
                 if result.retry_after is not None:
                     retry_after = max(retry_after or 0.0, result.retry_after)
             elif isinstance(result, OctopodsError):

@@ -123,6 +123,16 @@ class OctopodsTransientError(OctopodsApiError):
         return {**super().to_dict(), "retry_after": self.retry_after, "request_sent": self.request_sent}
 
 
+class OctopodsThrottledError(OctopodsTransientError):
+    """
+    Not sent: this process's request budget for the key had no free slot in the request's time.
+
+    The budget (``max_requests_per_second``, or the adaptive rate after Octopods' HTTP 429) spaces
+    the requests of every trigger using the key; a poll that cannot get a slot before its time
+    runs out is not made. Nothing reached Octopods (``request_sent`` is False).
+    """
+
+
 class OctopodsDeliveryError(OctopodsError, AirflowFailException):
     """An SMS reached a terminal status other than ``delivered`` (``failed`` or ``undelivered``)."""
 
@@ -197,6 +207,7 @@ _ERROR_TYPES: dict[str, type[OctopodsError]] = {
         OctopodsBadRequestError,
         OctopodsAuthError,
         OctopodsTransientError,
+        OctopodsThrottledError,
         OctopodsDeliveryError,
         OctopodsTimeoutError,
         OctopodsSendUnconfirmedError,

@@ -24,7 +24,7 @@ from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
 from airflow_provider_octopods.sensors.octopods import OctopodsSmsDeliverySensor
 from airflow_provider_octopods.testing import FAILURE_REASONS, Hang, Reply, Reset
 from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger
-from tests.conftest import ROOT, TEST_API_KEY, get_dag
+from tests.conftest import AIRFLOW_VERSION, ROOT, TEST_API_KEY, get_dag
 from tests.test_dag_runs import run_dag
 from tests.test_trigger import first_event
 
@@ -424,6 +424,18 @@ def _the_sent_message(simulator) -> int:
     return message_id
 
 
+#: Airflow 3.3 keeps a task instance's state across its tries (``task_state_store``): a retried
+#: send-and-wait resumes the wait on the message it sent. Before 3.3 a failure after the send is final.
+HAS_TASK_STATE_STORE = AIRFLOW_VERSION.release >= (3, 3)
+NO_STORE = pytest.mark.skipif(
+    HAS_TASK_STATE_STORE, reason="Airflow 3.3+ retries resume the wait instead (tests below)"
+)
+STORE = pytest.mark.skipif(
+    not HAS_TASK_STATE_STORE, reason="task_state_store (a retry resumes the wait) is new in Airflow 3.3"
+)
+
+
+@NO_STORE
 def test_wait_cut_by_execution_timeout_fails_without_resending(octopods_conn, capfd, caplog):
     """The worker's wait is cut by execution_timeout; with retries=2 a retry used to send twice more."""
     results, output = run_dag("octopods_test_send_and_wait_cut_worker", {}, capfd, caplog)
@@ -436,6 +448,7 @@ def test_wait_cut_by_execution_timeout_fails_without_resending(octopods_conn, ca
     assert posts(octopods_conn) == 1
 
 
+@NO_STORE
 def test_trigger_crash_fails_without_resending(octopods_conn, capfd, caplog, monkeypatch):
     """An unexpected error in the trigger becomes an error event; the task fails, naming the SMS, once."""
     from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
@@ -453,6 +466,86 @@ def test_trigger_crash_fails_without_resending(octopods_conn, capfd, caplog, mon
     assert "a bug in the status parser" in output
     assert f"SMS {message_id} was sent, then this task failed" in output
     assert posts(octopods_conn) == 1
+
+
+@STORE
+def test_a_retry_resumes_the_wait_on_the_sms_it_sent_and_never_sends_again(octopods_conn, capfd, caplog):
+    """
+    Issue 12: ``execution_timeout`` (2 s) cuts the wait on an SMS delivered only after 3 s; the retry
+    reads the message id back from the task state store and resumes: one POST, success.
+    """
+    octopods_conn.deliver_after = 3.0
+    conf = {"destination_phone": "+12015550123"}
+
+    results, output = run_dag("octopods_test_send_and_wait_cut_worker", conf, capfd, caplog)
+
+    message_id = _the_sent_message(octopods_conn)
+    state, final = results["send_sms"]
+    assert state == "success", output[-3000:]
+    assert final["message_id"] == message_id and final["status"] == "delivered"
+    assert f"SMS {message_id} was sent by an earlier try of this task; not sending it again." in output
+    assert posts(octopods_conn) == 1
+
+
+@STORE
+def test_a_crashed_trigger_is_retried_by_resuming_the_wait(octopods_conn, capfd, caplog, monkeypatch):
+    """Deferrable: the trigger's first poll crashes, the task fails that try; the retry resumes."""
+    from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
+
+    real = OctopodsAsyncHook.get_sms_status
+    crashes = []
+
+    async def crash_once(self, message_id, timeout=None):
+        if not crashes:
+            crashes.append(message_id)
+            raise RuntimeError("a bug in the status parser")
+        return await real(self, message_id, timeout=timeout)
+
+    monkeypatch.setattr(OctopodsAsyncHook, "get_sms_status", crash_once)
+    conf = {"destination_phone": "+12015550123"}
+
+    results, output = run_dag("octopods_test_send_and_wait_cut_deferrable", conf, capfd, caplog)
+
+    message_id = _the_sent_message(octopods_conn)
+    state, final = results["send_sms"]
+    assert state == "success", output[-3000:]
+    assert final["status"] == "delivered"
+    assert "a bug in the status parser" in output
+    assert f"SMS {message_id} was sent by an earlier try of this task; not sending it again." in output
+    assert posts(octopods_conn) == 1
+
+
+@STORE
+def test_a_retry_after_a_crash_while_sending_never_sends_blindly(octopods_conn, capfd, caplog, monkeypatch):
+    """A try that died between the request and recording the answer leaves a mark: no second send."""
+    from airflow_provider_octopods._ledger import SendLedger
+
+    def die_after_sending(self, sent):  # the worker "crashes" after Octopods accepted the SMS
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(SendLedger, "record", die_after_sending)
+
+    results, output = run_dag("octopods_test_send_and_wait_cut_worker", {}, capfd, caplog)
+
+    assert results["send_sms"][0] == "failed"
+    assert "OctopodsSendUnconfirmedError" in output
+    assert "An earlier try of this task was sending the SMS when it stopped" in output
+    assert posts(octopods_conn) == 1
+
+
+@STORE
+def test_a_send_that_certainly_did_not_leave_is_retried(octopods_conn, capfd, caplog):
+    """HTTP 429 sends nothing: the mark is dropped, and the retry sends (once)."""
+    octopods_conn.inject(Reply(429, {"error": "slow down"}))
+    conf = {"destination_phone": "+12015550123"}
+
+    results, output = run_dag("octopods_test_send_and_wait_cut_worker", conf, capfd, caplog)
+
+    state, final = results["send_sms"]
+    assert state == "success", output[-3000:]
+    assert final["status"] == "delivered"
+    assert posts(octopods_conn) == 2  # the refused one and the one that went out
+    assert len(octopods_conn.messages) == 1
 
 
 class _ResumedTi(_Ti):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import BaseOperator, TaskDeferred, conf
 
+from airflow_provider_octopods._ledger import PreviousSend, SendLedger
 from airflow_provider_octopods._wait import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_INITIAL_DELAY,
@@ -24,6 +24,8 @@ from airflow_provider_octopods._wait import (
 )
 from airflow_provider_octopods.exceptions import (
     OctopodsDeliveryError,
+    OctopodsError,
+    OctopodsSendUnconfirmedError,
     OctopodsTimeoutError,
     OctopodsWaitAfterSendError,
 )
@@ -152,8 +154,44 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
         return OctopodsHook(self.octopods_conn_id, max_retries=0)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        ledger = SendLedger.of(context)
+        done = ledger.previous()
+        resumed = done is not None
+        if done is None:
+            done = self._send_once(ledger)
+        else:
+            self.log.info(
+                "SMS %s was sent by an earlier try of this task; not sending it again.", done.message_id
+            )
+        if not self.wait_for_delivery:
+            return done.sent
+        with _never_resend(done.sent, durable=ledger.durable):
+            trigger = OctopodsSmsDeliveryTrigger(
+                message_id=done.message_id,
+                octopods_conn_id=self.octopods_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=done.sent_at + self.timeout,  # one deadline for every try
+                initial_delay=0.0 if resumed else self.initial_delay,  # an old SMS may be final
+                max_poll_interval=self.max_poll_interval,
+                backoff_factor=self.backoff_factor,
+            )
+            if self.deferrable:
+                # Kept where a failed resume finds it: Airflow replaces the defer kwargs then.
+                context["ti"].xcom_push(key=SENT_XCOM_KEY, value=done.sent)
+                defer_wait(self, trigger, self.timeout, kwargs={"sent": done.sent})
+            event = self._wait_in_process(trigger)
+        return self.execute_complete(context, event, sent=done.sent)
+
+    def _send_once(self, ledger: SendLedger) -> PreviousSend:
+        """Send the SMS and record it in ``ledger`` (a mark before the request, the answer after)."""
+        ledger.sending()
         try:
             sent = self._send()
+        except OctopodsSendUnconfirmedError:
+            raise  # the mark stays: a retry must not send blindly
+        except OctopodsError:
+            ledger.forget()  # answered or never sent: nothing left, a retry may send
+            raise
         finally:
             self.hook.close()
         self.log.info(
@@ -164,24 +202,7 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
             sent.segments,
             sent.request_id,
         )
-        if not self.wait_for_delivery:
-            return sent.to_dict()
-        with _never_resend(sent.to_dict()):
-            trigger = OctopodsSmsDeliveryTrigger(
-                message_id=sent.message_id,
-                octopods_conn_id=self.octopods_conn_id,
-                poll_interval=self.poll_interval,
-                end_time=time.time() + self.timeout,
-                initial_delay=self.initial_delay,
-                max_poll_interval=self.max_poll_interval,
-                backoff_factor=self.backoff_factor,
-            )
-            if self.deferrable:
-                # Kept where a failed resume finds it: Airflow replaces the defer kwargs then.
-                context["ti"].xcom_push(key=SENT_XCOM_KEY, value=sent.to_dict())
-                defer_wait(self, trigger, self.timeout, kwargs={"sent": sent.to_dict()})
-            event = self._wait_in_process(trigger)
-        return self.execute_complete(context, event, sent=sent.to_dict())
+        return ledger.record(sent)
 
     def _send(self) -> SentSms:
         """
@@ -234,7 +255,7 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
         :param event: the trigger's event payload.
         :param sent: the send's answer (``SentSms.to_dict()``).
         """
-        with _never_resend(sent):
+        with _never_resend(sent, durable=SendLedger.of(context).durable):
             if sent:
                 self.log.info(
                     "Wait on SMS %s ended: %s.", sent.get("message_id"), (event or {}).get("status")
@@ -254,7 +275,8 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
         sent = next_kwargs.pop("sent", None) or self._kept_sent(context)
         if next_method != TRIGGER_FAIL:
             return super().resume_execution(next_method, {**next_kwargs, "sent": sent}, context)
-        with _never_resend(sent or {"message_id": "(unknown: see the task's log)"}):
+        durable = SendLedger.of(context).durable  # then Airflow's retry resumes from the ledger
+        with _never_resend(sent or {"message_id": "(unknown: see the task's log)"}, durable=durable):
             return super().resume_execution(next_method, next_kwargs, context)
 
     @staticmethod
@@ -265,16 +287,19 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
 
 
 @contextlib.contextmanager
-def _never_resend(sent: dict[str, Any] | None) -> Iterator[None]:
+def _never_resend(sent: dict[str, Any] | None, *, durable: bool = False) -> Iterator[None]:
     """
     Turn every failure after the send of ``sent`` into one that fails without retries.
 
-    A retry would run ``execute`` again and text the recipient a second time. Deferring passes
-    through, and so do failures that already fail without retries and name the message.
+    Without a ledger (before Airflow 3.3) a retry would run ``execute`` again and text the
+    recipient a second time. Deferring passes through, and so do failures that already fail
+    without retries and name the message. With a durable ledger, failures stay as they are: a
+    retry resumes the wait on the recorded message instead of sending.
 
     :param sent: the send's answer (``SentSms.to_dict()``), or None when nothing was sent here.
+    :param durable: whether the send is recorded across tries (:class:`SendLedger`).
     """
-    if not sent:
+    if not sent or durable:
         yield
         return
     try:

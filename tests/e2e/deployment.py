@@ -592,11 +592,13 @@ class AirflowDeployment:
         value = entry["value"]
         return json.loads(value) if isinstance(value, str) else value
 
-    def wait_log(self, dag_id: str, run_id: str, task_id: str, text: str, timeout: float = 30) -> str:
+    def wait_log(
+        self, dag_id: str, run_id: str, task_id: str, text: str, timeout: float = 30, try_number: int = 1
+    ) -> str:
         """Wait until a task's log contains ``text`` (the end of a log can lag its state); return it."""
 
         def probe() -> str | None:
-            log = self.task_log(dag_id, run_id, task_id)
+            log = self.task_log(dag_id, run_id, task_id, try_number)
             return log if text in log else None
 
         return wait_for(f"{text!r} in the log of {dag_id}.{task_id} ({run_id})", probe, timeout)

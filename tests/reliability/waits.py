@@ -45,9 +45,11 @@ def use_connection(
     monkeypatch.setenv("AIRFLOW_CONN_OCTOPODS_DEFAULT", json.dumps(conn))
 
 
-def point_connection_at(monkeypatch: pytest.MonkeyPatch, sim: Any, timeout: float = REQUEST_TIMEOUT) -> None:
-    """Make ``octopods_default`` point at the simulator ``sim``, with its key."""
-    use_connection(monkeypatch, sim.url, sim.api_key, timeout)
+def point_connection_at(
+    monkeypatch: pytest.MonkeyPatch, sim: Any, timeout: float = REQUEST_TIMEOUT, **extra: Any
+) -> None:
+    """Make ``octopods_default`` point at the simulator ``sim``, with its key (and ``extra``)."""
+    use_connection(monkeypatch, sim.url, sim.api_key, timeout, **extra)
 
 
 def hook_status(message_id: int, max_retries: int) -> Any:

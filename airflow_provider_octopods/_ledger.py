@@ -1,0 +1,130 @@
+"""
+What a send task already sent, kept across its tries in Airflow's task state store (3.3+).
+
+A retried send-and-wait (worker killed, ``execution_timeout``, a crashed trigger, a defer timeout)
+reads the message id back and resumes waiting on it instead of texting the recipient again. The
+store (``context["task_state_store"]``) is scoped to the task instance, not to the try. Before
+Airflow 3.3 there is no store: :attr:`SendLedger.durable` is False and the operator keeps the
+stricter rule that any failure after a send fails without retry.
+
+The ledger also writes a "sending" mark just before the request, so that a try that dies between
+Octopods accepting the SMS and the ledger recording it makes the next try fail safely
+(:class:`~airflow_provider_octopods.exceptions.OctopodsSendUnconfirmedError`) instead of sending
+again: the window left is a crash while writing the mark itself, before any request.
+
+A task cleared by hand is a new start: the ledger keeps the task's ``max_tries`` with each entry
+(a Clear raises it, a retry does not) and ignores what an earlier generation wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_octopods.exceptions import OctopodsSendUnconfirmedError
+
+if TYPE_CHECKING:
+    from airflow_provider_octopods.models import SentSms
+
+#: The store key. Never rename it: retries of tasks in flight read what earlier tries wrote.
+STATE_KEY = "octopods_send"
+
+
+@dataclass(frozen=True)
+class PreviousSend:
+    """
+    A send an earlier try of this task made.
+
+    :param sent: the send's answer (``SentSms.to_dict()``), as that try returned it.
+    :param sent_at: when Octopods accepted it (UNIX time).
+    """
+
+    sent: dict[str, Any]
+    sent_at: float
+
+    @property
+    def message_id(self) -> int:
+        """The id of the SMS that was sent."""
+        return int(self.sent["message_id"])
+
+
+class SendLedger:
+    """
+    One task instance's sends, read and written through ``context["task_state_store"]``.
+
+    :param store: the task state store accessor, or None where Airflow has none (before 3.3).
+    :param generation: the task instance's ``max_tries``, which a manual Clear changes.
+    """
+
+    def __init__(self, store: Any, generation: int) -> None:
+        self._store = store
+        self._generation = generation
+
+    @classmethod
+    def of(cls, context: Any) -> SendLedger:
+        """
+        Return the ledger of the task instance running with ``context``.
+
+        :param context: the task context.
+        """
+        ti = context.get("ti")
+        return cls(context.get("task_state_store"), int(getattr(ti, "max_tries", 0) or 0))
+
+    @property
+    def durable(self) -> bool:
+        """Whether sends are remembered across tries (Airflow 3.3+)."""
+        return self._store is not None
+
+    def previous(self) -> PreviousSend | None:
+        """
+        Return the send an earlier try of this generation made, if any.
+
+        :raises OctopodsSendUnconfirmedError: an earlier try was sending when it stopped, so the
+            SMS may have gone out; it is not sent again.
+        """
+        if self._store is None:
+            return None
+        entry = self._store.get(STATE_KEY)
+        if not isinstance(entry, dict) or entry.get("generation") != self._generation:
+            return None
+        if not isinstance(entry.get("sent"), dict):
+            raise OctopodsSendUnconfirmedError(
+                "An earlier try of this task was sending the SMS when it stopped, before Octopods' "
+                "answer was recorded: the SMS may have been sent, so it is not sent again. Check in "
+                "Octopods whether it went out; clear the task to send it again."
+            )
+        return PreviousSend(dict(entry["sent"]), float(entry.get("sent_at") or time.time()))
+
+    def sending(self) -> None:
+        """Mark that a send is about to leave (the next try then never sends blindly)."""
+        if self._store is not None:
+            self._store.set(STATE_KEY, {"generation": self._generation, "sent": None})
+
+    def forget(self) -> None:
+        """Drop the mark: the send certainly did not leave (a retry may send)."""
+        if self._store is not None:
+            self._store.delete(STATE_KEY)
+
+    def record(self, sent: SentSms) -> PreviousSend:
+        """
+        Record an accepted send, so later tries resume it; return it.
+
+        :param sent: Octopods' answer to the send.
+        :raises OctopodsSendUnconfirmedError: the store could not record it (the SMS is out; the
+            task must not retry and send it again).
+        """
+        done = PreviousSend(sent.to_dict(), time.time())
+        if self._store is None:
+            return done
+        try:
+            self._store.set(
+                STATE_KEY, {"generation": self._generation, "sent": done.sent, "sent_at": done.sent_at}
+            )
+        except Exception as err:
+            raise OctopodsSendUnconfirmedError(
+                f"SMS {sent.message_id} was sent, but recording it for retries failed "
+                f"({type(err).__name__}): it is not sent again. Wait on message_id {sent.message_id} "
+                "with an OctopodsSmsDeliverySensor, or check it in Octopods."
+            ) from None
+        return done
