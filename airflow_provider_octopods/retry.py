@@ -44,7 +44,7 @@ except ImportError as _err:
     ) from _err
 
 if TYPE_CHECKING:
-    from airflow.sdk.definitions.context import Context
+    from airflow.providers.common.compat.sdk import Context
 
 __all__ = ["MIN_AIRFLOW_VERSION", "OctopodsRetryPolicy", "octopods_retry_policy"]
 

@@ -117,9 +117,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def get_dag(dag_id: str) -> Any:
     """Parse the test DAGs folder and return ``dag_id``; fail on any import error."""
-    if AIRFLOW_V_3_0_PLUS:
+    if Version("3.2") <= AIRFLOW_VERSION:
         from airflow.dag_processing.dagbag import DagBag
-    else:
+    else:  # Airflow 2.11 to 3.1
         from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
     bag = DagBag(str(DAGS_FOLDER))
