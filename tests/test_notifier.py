@@ -73,7 +73,9 @@ def test_failing_notifiers_log_and_never_raise_into_the_callbacks(octopods_conn,
     assert octopods_conn.messages == {}
 
 
-@pytest.mark.airflow3_only(reason="the task SDK's task runner (airflow.sdk.execution_time) arrived in Airflow 3")
+@pytest.mark.airflow3_only(
+    reason="the task SDK's task runner (airflow.sdk.execution_time) arrived in Airflow 3"
+)
 @pytest.mark.parametrize(
     ("phone", "sent"),
     [("+15551234567", True), ("+15551230400", False)],
