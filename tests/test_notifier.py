@@ -18,7 +18,7 @@ from airflow_provider_octopods.notifications.octopods import (
     send_octopods_sms_notification,
 )
 from airflow_provider_octopods.testing import Reply
-from tests.conftest import TEST_API_KEY
+from tests.conftest import DAG_TEST_FAILURE_CONTEXT_HAS_EXCEPTION, TEST_API_KEY, get_dag
 from tests.test_dag_runs import assert_no_key_anywhere, run_dag
 
 SEND = "/api/v1/sms/messages"
@@ -42,6 +42,7 @@ def _output(capfd, caplog) -> str:
     return output
 
 
+@DAG_TEST_FAILURE_CONTEXT_HAS_EXCEPTION
 def test_task_and_dag_failure_callbacks_render_and_send_once_each(octopods_conn, capfd, caplog):
     conf = {"task_phone": "+12015550123", "dag_phone": "+12015550124"}
 
@@ -57,6 +58,7 @@ def test_task_and_dag_failure_callbacks_render_and_send_once_each(octopods_conn,
     assert NOT_SENT not in output
 
 
+@DAG_TEST_FAILURE_CONTEXT_HAS_EXCEPTION
 def test_failing_notifiers_log_and_never_raise_into_the_callbacks(octopods_conn, capfd, caplog):
     # The task's notifier hits an Octopods error (code 4), the DAG's has an invalid number.
     conf = {"task_phone": "+12015550140", "dag_phone": "not-a-phone"}
@@ -73,6 +75,44 @@ def test_failing_notifiers_log_and_never_raise_into_the_callbacks(octopods_conn,
     assert "Failed to send notification" not in output  # nor did BaseNotifier
     assert octopods_conn.request_count(SEND) == 1  # the invalid number never reached Octopods
     assert octopods_conn.messages == {}
+
+
+@pytest.mark.airflow3_only(
+    reason="the task SDK's task runner (airflow.sdk.execution_time) arrived in Airflow 3"
+)
+@pytest.mark.parametrize(
+    ("phone", "sent"),
+    [("+15551234567", True), ("+15551230400", False)],
+    ids=["sent", "octopods-error"],
+)
+def test_failure_callback_as_the_task_runner_calls_it(phone, sent, octopods_conn, capfd, caplog):
+    # What Airflow 3's task runner does when a task fails (task_runner.main, every 3.x): put the
+    # error in the context as ``exception``, then finalize() runs each on_failure_callback through
+    # _run_task_state_change_callbacks, which logs "Failed to run task callback" if one raises.
+    # dag.test() does the same only from Airflow 3.3, so on 3.1 and 3.2 this is the proof.
+    import structlog
+    from airflow.sdk.execution_time.task_runner import _run_task_state_change_callbacks
+
+    dag = get_dag("octopods_test_notifier")
+    task = dag.get_task("nightly_report")
+    context = {
+        "dag": dag,
+        "ti": type("TI", (), {"task_id": task.task_id})(),
+        "params": {"task_phone": phone},
+        "exception": RuntimeError("the report source is empty"),
+    }
+
+    _run_task_state_change_callbacks(task, "on_failure_callback", context, structlog.get_logger("task"))
+
+    output = _output(capfd, caplog)
+    assert "Failed to run task callback" not in output
+    assert octopods_conn.request_count(SEND) == 1
+    if sent:
+        assert _bodies(octopods_conn) == {
+            phone: "Task nightly_report of octopods_test_notifier failed: the report source is empty"
+        }
+    else:
+        assert f"{NOT_SENT}Octopods' SMS provider failed (HTTP 400, error_code 4)" in output
 
 
 def test_one_notifier_renders_afresh_for_every_call(octopods_conn, capfd, caplog):

@@ -196,6 +196,7 @@ def test_the_hooks_register_the_key_as_sent_with_the_secrets_masker(client, monk
         assert sim.requests[-1].had_key
 
 
+@pytest.mark.min_airflow("3.3", reason="supervise_task() is in the Task SDK from Airflow 3.3")
 @pytest.mark.airflow3_only(reason="task logs are written by the Task SDK supervisor of Airflow 3")
 @pytest.mark.usefixtures("airflow_db")
 def test_a_task_that_logs_the_key_shows_stars_in_its_log_file(octopods_conn, monkeypatch, capfd):
