@@ -20,7 +20,9 @@ from datetime import timedelta
 from importlib.metadata import version as _distribution_version
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_octopods._http import NOT_PROCESSED_STATUSES
 from airflow_provider_octopods.exceptions import (
+    ERROR_CODE_PROVIDER_ERROR,
     OctopodsApiError,
     OctopodsAuthError,
     OctopodsDeliveryError,
@@ -48,11 +50,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MIN_AIRFLOW_VERSION", "OctopodsRetryPolicy", "octopods_retry_policy"]
 
-#: ``error_code`` of Octopods' "the SMS provider returned an error": worth a later try.
-_PROVIDER_ERROR_CODE = 4
-#: HTTP statuses with which a server refuses a request before acting on it: even a send that got
-#: one was certainly not sent.
-_NOT_PROCESSED_STATUSES = frozenset({408, 425, 429})
 #: The hook methods whose requests send an SMS, and those that only read.
 _SEND_METHODS = frozenset({"send_sms"})
 _READ_METHODS = frozenset({"get_sms_status", "test_connection"})
@@ -109,7 +106,7 @@ def _transient_decision(err: OctopodsTransientError, delay: timedelta | None) ->
     status = f"HTTP {err.status_code}" if err.status_code else "no answer"
     if err.retry_after is not None:
         delay = timedelta(seconds=err.retry_after)
-    if err.status_code in _NOT_PROCESSED_STATUSES:
+    if err.status_code in NOT_PROCESSED_STATUSES:
         return RetryDecision.retry(delay, f"Octopods refused the request before acting on it ({status})")
     if not err.request_sent:
         return RetryDecision.retry(delay, "no connection to Octopods could be opened; nothing was sent")
@@ -139,7 +136,7 @@ def decide(exception: BaseException, retry_delay: timedelta | None = None) -> Re
         return RetryDecision.fail(final)
     if isinstance(err, OctopodsTransientError):
         return _transient_decision(err, retry_delay)
-    if isinstance(err, OctopodsApiError) and err.error_code == _PROVIDER_ERROR_CODE:
+    if isinstance(err, OctopodsApiError) and err.error_code == ERROR_CODE_PROVIDER_ERROR:
         return RetryDecision.retry(retry_delay, "Octopods' SMS provider failed (error_code 4)")
     if isinstance(err, OctopodsApiError) and err.status_code is not None and 400 <= err.status_code < 500:
         return RetryDecision.fail(f"Octopods refused the request (HTTP {err.status_code})")

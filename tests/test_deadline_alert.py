@@ -18,13 +18,10 @@ import pytest
 
 from airflow_provider_octopods.notifications.octopods import OctopodsSmsNotifier
 from airflow_provider_octopods.testing import Reply
-from tests.conftest import AIRFLOW_VERSION, TEST_API_KEY
+from tests.conftest import TEST_API_KEY
 
 pytestmark = [
-    pytest.mark.skipif(
-        AIRFLOW_VERSION.release < (3, 1),
-        reason="Deadline Alerts and AsyncCallback exist from Airflow 3.1",
-    ),
+    pytest.mark.min_airflow("3.1", reason="Deadline Alerts and AsyncCallback exist from Airflow 3.1"),
     pytest.mark.usefixtures("airflow_db"),
 ]
 

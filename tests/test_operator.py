@@ -430,8 +430,8 @@ HAS_TASK_STATE_STORE = AIRFLOW_VERSION.release >= (3, 3)
 NO_STORE = pytest.mark.skipif(
     HAS_TASK_STATE_STORE, reason="Airflow 3.3+ retries resume the wait instead (tests below)"
 )
-STORE = pytest.mark.skipif(
-    not HAS_TASK_STATE_STORE, reason="task_state_store (a retry resumes the wait) is new in Airflow 3.3"
+STORE = pytest.mark.min_airflow(
+    "3.3", reason="task_state_store (a retry resumes the wait) is new in Airflow 3.3"
 )
 
 
