@@ -7,7 +7,7 @@ error, a connection that never opened), after the ``Retry-After`` Octopods asked
 task at once on a rejected key, an invalid argument, an undelivered SMS, and on trouble after a
 send had left, when the SMS may already be on its way: a retry could text the recipient twice.
 
-Trigger it with a conf such as ``{"destination_phone": "+15551234567"}`` once an
+Trigger it with a conf such as ``{"destination_phone": "+12015550123"}`` once an
 ``octopods_default`` connection exists.
 """
 
@@ -26,7 +26,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    params={"destination_phone": "+15551234567", "body": "Your nightly report is ready."},
+    params={"destination_phone": "+12015550123", "body": "Your nightly report is ready."},
     tags=["example", "octopods"],
 ) as dag:
     # [START howto_retry_policy_octopods]

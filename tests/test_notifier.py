@@ -82,7 +82,7 @@ def test_failing_notifiers_log_and_never_raise_into_the_callbacks(octopods_conn,
 )
 @pytest.mark.parametrize(
     ("phone", "sent"),
-    [("+15551234567", True), ("+15551230400", False)],
+    [("+12015550123", True), ("+12015550140", False)],
     ids=["sent", "octopods-error"],
 )
 def test_failure_callback_as_the_task_runner_calls_it(phone, sent, octopods_conn, capfd, caplog):

@@ -126,7 +126,7 @@ def test_a_send_that_may_have_got_through_fails_and_a_read_retries(
     message_id = octopods_conn.add_message("delivered")
     octopods_conn.inject(reply, times=2)
 
-    sent = _raised_by(lambda: hook.send_sms("+15551234567", "hi"))
+    sent = _raised_by(lambda: hook.send_sms("+12015550123", "hi"))
     read = _raised_by(lambda: hook.get_sms_status(message_id))
 
     assert _decide(sent) == on_send
@@ -140,7 +140,7 @@ def test_a_send_that_never_left_is_retried(octopods_conn):
     octopods_conn.stop()  # the port is closed: no connection can be opened
     hook = OctopodsHook(max_retries=0)
     try:
-        error = _raised_by(lambda: hook.send_sms("+15551234567", "hi"))
+        error = _raised_by(lambda: hook.send_sms("+12015550123", "hi"))
     finally:
         hook.close()
 
@@ -196,7 +196,7 @@ def _posts(sim: Any) -> int:
 def test_dag_test_a_rate_limited_send_is_retried_after_retry_after_and_succeeds(octopods_conn, capfd, caplog):
     octopods_conn.inject(Reply(429, {"error": "Too many requests"}, {"Retry-After": "0.1"}))
 
-    results, output = run_dag(DAG_ID, {"destination_phone": "+15551234567", "body": "hi"}, capfd, caplog)
+    results, output = run_dag(DAG_ID, {"destination_phone": "+12015550123", "body": "hi"}, capfd, caplog)
 
     assert results["send_sms"][0] == "success"
     assert _tries(DAG_ID, "send_sms") == 2
@@ -212,7 +212,7 @@ def test_dag_test_a_rate_limited_send_is_retried_after_retry_after_and_succeeds(
 def test_dag_test_a_rejected_key_fails_at_once_with_retries_left(octopods_conn, capfd, caplog):
     octopods_conn.revoke_key()
 
-    results, output = run_dag(DAG_ID, {"destination_phone": "+15551234567", "body": "hi"}, capfd, caplog)
+    results, output = run_dag(DAG_ID, {"destination_phone": "+12015550123", "body": "hi"}, capfd, caplog)
 
     assert results["send_sms"][0] == "failed"
     assert _tries(DAG_ID, "send_sms") == 1  # retries=3 on the task, none used
