@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from airflow_provider_octopods._core import Request, json_request
 from airflow_provider_octopods._http import SEND_PATH, status_path
-from airflow_provider_octopods._outgoing import SendRules, with_send_facts
+from airflow_provider_octopods._outgoing import SendRules, send_rules, with_send_facts
 from airflow_provider_octopods.exceptions import OctopodsSendUnconfirmedError, OctopodsTransientError
 from airflow_provider_octopods.models import (
     SentSms,
@@ -26,34 +26,56 @@ from airflow_provider_octopods.models import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from airflow_provider_octopods._http import ApiSettings
+
 #: The message id the connection test asks about: no message has it, so a valid key gets a 400.
 PROBE_MESSAGE_ID = 0
 
 
 class SendOptions(TypedDict, total=False):
     """
-    The optional fields of a send, as keyword arguments of ``send_sms``.
+    The optional arguments of a send, as keyword arguments of ``send_sms``.
 
     :param destination_user_name: the recipient's name, shown in Octopods.
     :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
     :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
+    :param default_region: the region of national numbers (default: the connection's extra
+        ``default_region``, else none: numbers must start with ``+``).
+    :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the
+        connection's extra ``strict_numbers``, else true); false sends them with a warning.
+    :param max_segments: refuse a text that takes more SMS segments than this.
     """
 
     destination_user_name: str | None
     open_intercom_conversation: bool | None
     intercom_teammate_id: str | int | None
+    default_region: str | None
+    strict_numbers: bool | None
+    max_segments: int | None
 
 
 def send_request(
-    destination_phone: str, body: str, rules: SendRules | None = None, **options: Unpack[SendOptions]
+    destination_phone: str, body: str, settings: ApiSettings, **options: Unpack[SendOptions]
 ) -> Request:
     """
     Validate a send's arguments and return its request (shared by both hooks).
 
     Its result is the :class:`~airflow_provider_octopods.models.SentSms` of Octopods' answer, with
     the number as sent (E.164), the text's encoding and its number of segments.
+
+    :param settings: the connection's settings, for the defaults of the send rules.
     """
-    payload = send_payload(destination_phone, body, rules, **options)
+    rules = send_rules(
+        settings, options.get("default_region"), options.get("strict_numbers"), options.get("max_segments")
+    )
+    payload = send_payload(
+        destination_phone,
+        body,
+        rules,
+        destination_user_name=options.get("destination_user_name"),
+        open_intercom_conversation=options.get("open_intercom_conversation"),
+        intercom_teammate_id=options.get("intercom_teammate_id"),
+    )
     return json_request(
         "POST", SEND_PATH, payload, parse=lambda answer: with_send_facts(SentSms.from_api(answer), payload)
     )

@@ -33,7 +33,6 @@ from airflow_provider_octopods._http import (
     api_settings,
     connection_label,
 )
-from airflow_provider_octopods._outgoing import send_rules
 from airflow_provider_octopods._transport import (
     ConnectionCache,
     SessionPool,
@@ -230,16 +229,7 @@ class OctopodsHook(HttpHook):
         """
         return self._call(status_request(message_id))
 
-    def send_sms(
-        self,
-        destination_phone: str,
-        body: str,
-        *,
-        default_region: str | None = None,
-        strict_numbers: bool | None = None,
-        max_segments: int | None = None,
-        **options: Unpack[SendOptions],
-    ) -> SentSms:
+    def send_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> SentSms:
         """
         Send an SMS, at most once: a failure that may hide a send is never retried.
 
@@ -251,19 +241,13 @@ class OctopodsHook(HttpHook):
         :param destination_phone: the recipient, e.g. ``+12015550123`` or, with
             ``default_region``, a national number such as ``(201) 555-0123``.
         :param body: the text, 1 to 1,600 characters.
-        :param default_region: the region of national numbers (default: the connection's extra
-            ``default_region``, else none: numbers must start with ``+``).
-        :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the
-            connection's extra ``strict_numbers``, else true); false sends them with a warning.
-        :param max_segments: refuse a text that takes more SMS segments than this.
-        :param destination_user_name: the recipient's name, shown in Octopods.
-        :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
-        :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
+        :param options: the optional arguments of
+            :class:`~airflow_provider_octopods._calls.SendOptions` (``destination_user_name``,
+            ``default_region``, ``strict_numbers``, ``max_segments``, ...).
         """
         settings = self._load_connection(conn_id=self.octopods_conn_id)[0]
-        rules = send_rules(settings, default_region, strict_numbers, max_segments)
         with sent_at_most_once():
-            return self._call(send_request(destination_phone, body, rules, **options))  # type: ignore[no-any-return]
+            return self._call(send_request(destination_phone, body, settings, **options))  # type: ignore[no-any-return]
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -365,30 +349,15 @@ class OctopodsAsyncHook(BaseHook):
         # Concurrent polls of one message in this process (many triggers on one id) share a request.
         return await coalesce((group_id(settings.base_url, key), request.path), lambda: self._call(request))
 
-    async def send_sms(
-        self,
-        destination_phone: str,
-        body: str,
-        *,
-        default_region: str | None = None,
-        strict_numbers: bool | None = None,
-        max_segments: int | None = None,
-        **options: Unpack[SendOptions],
-    ) -> SentSms:
+    async def send_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> SentSms:
         """
         Send an SMS once (see :meth:`OctopodsHook.send_sms` for the rules and the arguments).
 
         :param destination_phone: the recipient, international or (with ``default_region``) national.
         :param body: the text, 1 to 1,600 characters.
-        :param default_region: the region of national numbers (default: the connection's extra).
-        :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the
-            connection's extra, else true).
-        :param max_segments: refuse a text that takes more SMS segments than this.
-        :param destination_user_name: the recipient's name, shown in Octopods.
-        :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
-        :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
+        :param options: the optional arguments of
+            :class:`~airflow_provider_octopods._calls.SendOptions`.
         """
         settings, _ = await self._load_connection()
-        rules = send_rules(settings, default_region, strict_numbers, max_segments)
         with sent_at_most_once():
-            return await self._call(send_request(destination_phone, body, rules, **options))  # type: ignore[no-any-return]
+            return await self._call(send_request(destination_phone, body, settings, **options))  # type: ignore[no-any-return]

@@ -54,7 +54,8 @@ def test_a_second_triggerer_takes_over_every_wait_keeping_deadlines_and_sending_
         for run_id in runs
         for task_id in TASKS
     }
-    sent = [m.message_id for m in simulator.messages.values() if m.phone_number == STAYS_QUEUED_PHONE]
+    bodies = {f"HA triggerers: {run_id}" for run_id in runs}
+    sent = [m.message_id for m in simulator.messages.values() if m.body in bodies]
     assert len(sent) == RUNS
     waits = set(stuck) | set(sent)
     wait_for("every wait to be polled", lambda: _polled_since(simulator, waits, 0.0) == waits, timeout=60)
