@@ -245,9 +245,8 @@ def api_settings(conn: Any, label: str | None = None) -> ApiSettings:
     """
     Read :class:`ApiSettings` from an Airflow connection of type ``octopods``.
 
-    An empty host means ``https://app.octopods.io``; a host without a scheme gets ``https://``; a
-    host with a scheme is used as is. Plain ``http://`` is refused for a host that is not loopback
-    unless the extra ``allow_insecure_http`` is true. ``verify`` is read by :func:`parse_verify`.
+    An empty host means ``https://app.octopods.io``; a host without a scheme gets ``https://``.
+    Plain ``http://`` to a host that is not loopback needs the extra ``allow_insecure_http``.
 
     :param conn: the Airflow connection.
     :param label: how messages name the connection (default: by its id).
