@@ -72,7 +72,9 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
     accepted it (a 5xx answer, a broken connection, a timeout) raises
     :class:`OctopodsSendUnconfirmedError` and fails without retries; a send that certainly did
     not reach Octopods (no connection, HTTP 429) may be retried through the task's ``retries``.
-    Once a send succeeded, every later failure of the task (the wait cut by
+    On Airflow 3.3+ the send is recorded in the task's ``task_state_store`` (a mark before the
+    request, the answer after): a retry resumes the wait on the same message instead of sending
+    (:ref:`howto/operator:exactly-once`). Before 3.3, once a send succeeded, every later failure of the task (the wait cut by
     ``execution_timeout``, a rejected key, a crashed or timed-out trigger, anything) fails without
     retries too, as :class:`OctopodsWaitAfterSendError` naming the message id, unless it is already
     such a final error (a failed delivery, a timed-out wait); a deferring task keeps the send's
