@@ -11,7 +11,9 @@ Directives:
 - ``octopods-tested-versions``: the pinned version sets the tests run on, from ``constraints/``.
 - ``octopods-simulator-numbers``: the simulator's magic phone-number suffixes.
 
-Substitutions (added to ``rst_epilog``): ``|form-<field>|`` is the bold label the connection form
+Substitutions (added to ``rst_epilog``): ``|default-initial-delay|``, ``|default-poll-interval|``,
+``|default-backoff-factor|``, ``|default-max-poll-interval|``, ``|default-max-concurrency|`` and
+``|retry-after-cap|`` are the wait's defaults from the code; ``|form-<field>|`` is the bold label the connection form
 shows for ``<field>`` (``host``, ``password``, ``extra``, and each extra field such as
 ``timeout``), and ``|conn-type|`` is the connection type's name in the form's drop-down.
 """
@@ -245,6 +247,20 @@ class OptionalFigure(SphinxDirective):
         return self.parse_text_to_nodes("\n".join(lines) + "\n")
 
 
+def _schedule_numbers() -> dict[str, float]:
+    """The wait's defaults, as the code states them once (``|default-initial-delay|`` and so on)."""
+    from airflow_provider_octopods import _http, _wait
+
+    return {
+        "default-initial-delay": _wait.DEFAULT_INITIAL_DELAY,
+        "default-poll-interval": _wait.DEFAULT_POLL_INTERVAL,
+        "default-backoff-factor": _wait.DEFAULT_BACKOFF_FACTOR,
+        "default-max-poll-interval": _wait.DEFAULT_MAX_POLL_INTERVAL,
+        "default-max-concurrency": _wait.DEFAULT_MAX_CONCURRENCY,
+        "retry-after-cap": _http.BACKOFF_CAP,
+    }
+
+
 def _add_substitutions(app: Sphinx, config: Config) -> None:
     """Define ``|form-<field>|`` and ``|conn-type|`` from ``get_provider_info()``."""
     conn = _connection_type()
@@ -253,6 +269,7 @@ def _add_substitutions(app: Sphinx, config: Config) -> None:
     labels.update({name: spec.get("label", name) for name, spec in conn.get("conn-fields", {}).items()})
     lines = [f".. |form-{field}| replace:: {_strong(label)}" for field, label in labels.items()]
     lines.append(f".. |conn-type| replace:: {_strong(conn['hook-name'])}")
+    lines += [f".. |{name}| replace:: {value:g}" for name, value in _schedule_numbers().items()]
     config.rst_epilog = (config.rst_epilog or "") + "\n" + "\n".join(lines) + "\n"
 
 
