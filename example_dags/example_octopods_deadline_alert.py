@@ -1,5 +1,5 @@
 """
-Example: text the on-call engineer when a DAG run misses its deadline (Airflow 3.1+).
+Example: text the on-call engineer when a DAG run misses its deadline (Airflow 3.3).
 
 A Deadline Alert fires while the run is still going, which a failure callback cannot do: here,
 if a run has not finished 30 minutes after it was queued. ``AsyncCallback`` runs the notifier in
@@ -7,7 +7,9 @@ the triggerer (no worker slot), with a context that holds ``deadline`` (``deadli
 ``dag_run`` (``dag_id``, ``run_id``, ...); the notifier also offers ``dag_id`` and ``run_id``
 directly. If the SMS cannot be sent, the notifier logs why and returns: it never raises.
 
-Needs Airflow 3.1 or later (``DeadlineAlert`` and ``AsyncCallback`` are new in 3.1).
+Tested on Airflow 3.3, which exports ``AsyncCallback``, ``DeadlineAlert`` and
+``DeadlineReference`` from ``airflow.sdk``. Airflow 3.1 and 3.2 have Deadline Alerts under other
+import paths (``airflow.sdk.definitions.deadline`` and ``.callback``); the notifier is not tested there.
 """
 
 from __future__ import annotations

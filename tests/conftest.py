@@ -41,7 +41,7 @@ DAGS_FOLDER.mkdir()
 #: DAG files that import a feature of a newer Airflow, with the version they need: on an older
 #: Airflow they are left out of the DAGs folder, as their import error would fail every parse.
 DAG_FILES_MIN_AIRFLOW = {
-    "example_octopods_deadline_alert.py": "3.1",
+    "example_octopods_deadline_alert.py": "3.3",
     "example_octopods_retry_policy.py": "3.3",
 }
 

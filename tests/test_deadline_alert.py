@@ -1,5 +1,5 @@
 """
-``OctopodsSmsNotifier`` as a Deadline Alert callback (Airflow 3.1+), through Airflow's own code.
+``OctopodsSmsNotifier`` as a Deadline Alert callback (Airflow 3.3), through Airflow's own code.
 
 When a deadline is missed, the scheduler stores ``AsyncCallback(OctopodsSmsNotifier, kwargs)``
 with a small context (``dag_run`` as the REST API shows it, ``deadline`` with its id and time)
@@ -21,7 +21,10 @@ from airflow_provider_octopods.testing import Reply
 from tests.conftest import TEST_API_KEY
 
 pytestmark = [
-    pytest.mark.min_airflow("3.1", reason="Deadline Alerts and AsyncCallback exist from Airflow 3.1"),
+    pytest.mark.min_airflow(
+        "3.3",
+        reason="airflow.sdk exports AsyncCallback and DeadlineAlert, and CallbackTrigger runs them, from 3.3",
+    ),
     pytest.mark.usefixtures("airflow_db"),
 ]
 

@@ -102,7 +102,7 @@ class OctopodsSmsNotifier(BaseNotifier):
         """
         Render the templates with ``context``, which also offers ``dag_id`` and ``run_id``.
 
-        A Deadline Alert's context (Airflow 3.1+) holds only ``dag_run`` (as the REST API shows
+        A Deadline Alert's context (Airflow 3.1+; tested on 3.3) holds only ``dag_run`` (as the REST API shows
         it) and ``deadline``; a task or DAG callback's holds ``dag_run`` as an object. Either way
         ``{{ dag_id }}`` and ``{{ run_id }}`` render, unless the context already defines them.
 
@@ -207,7 +207,7 @@ class OctopodsSmsNotifier(BaseNotifier):
         Render a copy with :attr:`context` and send it asynchronously; never raise.
 
         This is how Airflow runs the notifier as a Deadline Alert callback in the triggerer
-        (``AsyncCallback(OctopodsSmsNotifier, kwargs={...})``, Airflow 3.1+): it builds the
+        (``AsyncCallback(OctopodsSmsNotifier, kwargs={...})``; tested on Airflow 3.3): it builds the
         notifier with the alert's ``context`` and awaits it. A template that does not render is
         logged like a failed send, instead of failing the callback with a traceback.
         """
