@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -192,10 +194,11 @@ class OctopodsSmsNotifier(BaseNotifier):
 
         :param context: the notification's context.
         """
-        from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
+        # In the triggerer: import the hooks in a thread, not on the event loop (deadline alerts).
+        hooks = await asyncio.to_thread(importlib.import_module, "airflow_provider_octopods.hooks.octopods")
 
         try:
-            async with OctopodsAsyncHook(self.octopods_conn_id) as hook:
+            async with hooks.OctopodsAsyncHook(self.octopods_conn_id) as hook:
                 sent = await hook.send_sms(self.destination_phone, self._text(), **self._send_options())
         except Exception as err:
             self._report_failure(err)

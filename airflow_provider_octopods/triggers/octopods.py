@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -134,10 +135,11 @@ class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until every message is terminal, the deadline passes or a permanent error occurs."""
-        from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
-
+        # The first trigger of a process imports the hooks (requests, aiohttp, the HTTP provider):
+        # in a thread, so the triggerer's event loop never stalls on it.
+        hooks = await asyncio.to_thread(importlib.import_module, "airflow_provider_octopods.hooks.octopods")
         engine = WaitEngine(self.ids, self.schedule, self.end_time)
-        hook = OctopodsAsyncHook(self.octopods_conn_id)
+        hook: OctopodsAsyncHook = hooks.OctopodsAsyncHook(self.octopods_conn_id)
         try:
             while True:
                 await asyncio.sleep(engine.sleep_for(time.time()))
