@@ -5,6 +5,7 @@ Airflow connections that point at it, running one measured phase, statistics and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -19,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The simulator's key in benchmarks (a made-up one: the simulator is the only server).
@@ -45,6 +46,25 @@ def connection_env(url: str, key: str = BENCH_KEY) -> dict[str, str]:
         f"AIRFLOW_CONN_{OCTOPODS_CONN_ID.upper()}": json.dumps(octopods),
         f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(http),
     }
+
+
+@contextlib.contextmanager
+def environ(env: dict[str, str]) -> Iterator[None]:
+    """
+    Set ``env`` in this process's environment for the block, then restore what was there.
+
+    :param env: the variables to set.
+    """
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def timeline(delivered_after: float) -> list[list[Any]]:
@@ -184,17 +204,8 @@ def run_phase(
     if in_process:
         from benchmarks import _phase
 
-        env = connection_env(url)
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        try:
+        with environ(connection_env(url)):
             return _phase.run(dict(spec, url=url))
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
     home = tempfile.mkdtemp(prefix="octopods-bench-home-")
     env = {
         **os.environ,

@@ -50,6 +50,7 @@ from benchmarks._common import (
     AdminClient,
     Machine,
     SimulatorProcess,
+    environ,
     percentile,
     workload,
 )
@@ -210,16 +211,8 @@ def run_phase(spec: dict[str, Any], in_process: bool) -> dict[str, Any]:
     with SimulatorProcess(args=extra) as sim:
         env = phase_env(sim.url, spec.get("rate"))
         if in_process:
-            saved = {name: os.environ.get(name) for name in env}
-            os.environ.update(env)
-            try:
+            with environ(env):
                 return asyncio.run(_measure(dict(spec, url=sim.url)))
-            finally:
-                for name, value in saved.items():
-                    if value is None:
-                        os.environ.pop(name, None)
-                    else:
-                        os.environ[name] = value
         child_env = {
             **os.environ,
             **env,
