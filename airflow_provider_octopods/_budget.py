@@ -7,9 +7,11 @@ the limit and see every wait back off and come back together. Instead, every req
 URL with one key, on one event loop, draws from one token bucket (:class:`RequestBudget`):
 
 - its rate is the connection's ``max_requests_per_second`` extra when set;
-- unset, the budget is *adaptive*: it starts at :data:`ADAPTIVE_START_RATE`, halves on a 429
-  (:data:`ADAPTIVE_DECREASE`) and grows back by :data:`ADAPTIVE_INCREASE` requests/s per second
-  while requests are queueing (AIMD, as TCP does);
+- unset, the budget is *adaptive*: knowing no limit, it starts at :data:`ADAPTIVE_START_RATE`
+  (requests only spaced, not held back); on a 429 it drops to :data:`ADAPTIVE_DECREASE` times
+  the rate it was really sending at (requests let through in the last second), then grows back
+  by :data:`ADAPTIVE_INCREASE` requests/s per second while requests are queueing (AIMD, as TCP
+  does);
 - a 429's ``Retry-After`` stops the whole group: nobody sends before it passes;
 - requests wait in one FIFO queue and are let through one at a time, ``1 / rate`` seconds apart,
   so polls due at the same moment are spread rather than sent in a burst. A waiter is a future
@@ -42,13 +44,16 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Requests per second an adaptive budget (no ``max_requests_per_second``) starts at.
-ADAPTIVE_START_RATE = 10.0
 #: An adaptive budget never goes below this many requests per second ...
 ADAPTIVE_MIN_RATE = 0.2
 #: ... nor above this many.
 ADAPTIVE_MAX_RATE = 1000.0
-#: On a 429, an adaptive budget's rate is multiplied by this.
+#: Requests per second an adaptive budget (no ``max_requests_per_second``) starts at: until
+#: Octopods answers 429 there is no limit to keep, so requests are only spaced (1 ms apart), not
+#: held back. (A low start would cap every fresh triggerer below what the key allows.)
+ADAPTIVE_START_RATE = ADAPTIVE_MAX_RATE
+#: On a 429, an adaptive budget's rate becomes this times the rate it was sending at (the
+#: requests let through in the last second, or its rate if lower).
 ADAPTIVE_DECREASE = 0.5
 #: While requests queue without a 429, an adaptive budget grows by this many requests/s per second.
 ADAPTIVE_INCREASE = 1.0
@@ -115,6 +120,8 @@ class RequestBudget:
         self.blocked_until = -math.inf
         self._decreased_at = -math.inf
         self._grown_at: float | None = None
+        #: When the requests of the last second were let through (what an adaptive rate halves).
+        self._recent: deque[float] = deque()
         self._waiters: deque[_Waiter] = deque()
         self._abandoned = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -153,6 +160,10 @@ class RequestBudget:
             return False
         self._tokens -= 1.0
         self.granted += 1
+        recent = self._recent
+        recent.append(now)
+        while recent[0] <= now - 1.0:
+            recent.popleft()
         return True
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -221,11 +232,24 @@ class RequestBudget:
             raise
         return loop.time()
 
+    def _sending_rate(self, now: float) -> float:
+        """
+        The rate an adaptive decrease halves: the lower of the budget's rate and what it let through.
+
+        Requests let through in the last second tell the rate really sent at (a fresh budget's
+        nominal rate is far above it); a second that held a pause does not, so then the budget's
+        own rate is halved, as plain AIMD does.
+        """
+        if now - 1.0 < self.blocked_until:
+            return self.rate
+        sent = sum(1 for granted in self._recent if granted > now - 1.0)
+        return min(self.rate, max(sent, 1))
+
     def on_answer(
         self, status_code: int | None, retry_after: float | None = None, sent_at: float | None = None
     ) -> None:
         """
-        Learn from one answer: a 429 pauses the group and (adaptive) halves the rate.
+        Learn from one answer: a 429 pauses the group and (adaptive) halves the rate it was sending at.
 
         :param status_code: the answer's HTTP status (None when no answer arrived).
         :param retry_after: seconds from the answer's ``Retry-After``, if any.
@@ -236,12 +260,12 @@ class RequestBudget:
         now = loop.time()
         if status_code == 429:
             self.throttled += 1
+            if self.fixed_rate is None and (sent_at is None or sent_at > self._decreased_at):
+                self.rate = max(ADAPTIVE_MIN_RATE, self._sending_rate(now) * ADAPTIVE_DECREASE)
+                self._decreased_at = now
             pause = retry_after if retry_after is not None and retry_after > 0 else DEFAULT_429_PAUSE
             self.blocked_until = max(self.blocked_until, now + pause)
             self._tokens, self._refilled = 0.0, now
-            if self.fixed_rate is None and (sent_at is None or sent_at > self._decreased_at):
-                self.rate = max(ADAPTIVE_MIN_RATE, self.rate * ADAPTIVE_DECREASE)
-                self._decreased_at = now
             self._rearm(loop)
         elif self.fixed_rate is None and status_code is not None:
             if self.waiting and self._grown_at is not None:  # grow only while demand exceeds the rate

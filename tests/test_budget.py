@@ -141,19 +141,25 @@ def test_retry_after_pauses_the_whole_group_and_a_fixed_rate_stays() -> None:
     assert budget.rate == 10.0 and budget.throttled == 1
 
 
-def test_adaptive_halves_once_per_burst_of_429s_and_recovers_additively() -> None:
-    async def main() -> tuple[RequestBudget, list[float]]:
+def test_adaptive_starts_unthrottled_then_halves_what_it_was_sending_once_per_burst() -> None:
+    async def main() -> tuple[RequestBudget, float, list[float]]:
         budget = RequestBudget("https://api.test")
+        loop = asyncio.get_running_loop()
         assert budget.rate == ADAPTIVE_START_RATE
-        # Three requests in flight together all get 429: one decrease, not three.
-        sent = [await budget.acquire() for _ in range(3)]
-        for at in sent:
+        # Knowing no limit, a fresh budget lets 60 requests through in well under a second.
+        start = loop.time()
+        sent = [await budget.acquire() for _ in range(60)]
+        first_60 = loop.time() - start
+        # Three requests in flight together all get 429: one decrease, to half of the 60/s it was
+        # really sending (not half of its nominal start rate), not three decreases.
+        for at in sent[-3:]:
             budget.on_answer(429, None, at)
-        assert budget.rate == ADAPTIVE_START_RATE * ADAPTIVE_DECREASE
-        # A 429 to a request let through after the decrease decreases again.
+        assert budget.rate == 60 * ADAPTIVE_DECREASE
+        # A 429 to a request let through after the decrease (and its pause) decreases again,
+        # halving the rate (the second just past held a pause: it says nothing of the demand).
         budget.on_answer(429, None, await budget.acquire())
         low = budget.rate
-        assert low == ADAPTIVE_START_RATE * ADAPTIVE_DECREASE**2
+        assert low == 60 * ADAPTIVE_DECREASE**2
         # While requests queue and succeed, the rate grows by ADAPTIVE_INCREASE per second.
         rates: list[float] = []
 
@@ -162,23 +168,42 @@ def test_adaptive_halves_once_per_burst_of_429s_and_recovers_additively() -> Non
             rates.append(budget.rate)
 
         await asyncio.gather(*(request() for _ in range(200)))
-        return budget, [low, *rates]
+        return budget, first_60, [low, *rates]
 
-    budget, rates = virtual_run(main)
+    budget, first_60, rates = virtual_run(main)
+    assert first_60 < 0.1
     assert rates == sorted(rates)  # only ever up without a 429
     # Time taken by 200 requests at a rate growing linearly from `low`: rate(t) = low + k t.
     assert budget.rate > rates[0] + 5 * ADAPTIVE_INCREASE
+
+
+def test_adaptive_rate_follows_the_demand_not_its_ceiling() -> None:
+    """Two requests a second that meet a 429 leave a budget of one a second, not of 500."""
+
+    async def main() -> float:
+        budget = RequestBudget("https://api.test")
+        for _ in range(3):
+            await budget.acquire()
+            await asyncio.sleep(0.5)
+        budget.on_answer(429, None, await budget.acquire())
+        return budget.rate
+
+    assert virtual_run(main) == 2 * ADAPTIVE_DECREASE
 
 
 def test_adaptive_recovery_is_about_one_request_per_second_per_second() -> None:
     async def main() -> tuple[float, float, float]:
         budget = RequestBudget("https://api.test")
         loop = asyncio.get_running_loop()
+        sent = [await budget.acquire() for _ in range(20)]
+        budget.on_answer(429, None, sent[-1])  # down to half of the 20/s it was sending
+        await asyncio.sleep(2)  # the 429's pause
         start_rate, start = budget.rate, loop.time()
         await asyncio.gather(*(budget.run(lambda: asyncio.sleep(0)) for _ in range(300)))
         return start_rate, budget.rate, loop.time() - start
 
     start_rate, end_rate, elapsed = virtual_run(main)
+    assert start_rate == 20 * ADAPTIVE_DECREASE
     assert end_rate - start_rate == pytest.approx(ADAPTIVE_INCREASE * elapsed, rel=0.1)
 
 
@@ -200,7 +225,8 @@ def test_error_without_an_answer_does_not_change_the_rate() -> None:
         return budget
 
     budget = virtual_run(main)
-    assert budget.throttled == 1 and budget.rate == ADAPTIVE_START_RATE * ADAPTIVE_DECREASE
+    # One 429, which halves the rate it was sending at: two requests in the last second.
+    assert budget.throttled == 1 and budget.rate == 2 * ADAPTIVE_DECREASE
 
 
 def test_cancelled_waiters_leave_the_queue_and_others_keep_their_turn() -> None:
