@@ -13,7 +13,8 @@ URL with one key, on one event loop, draws from one token bucket (:class:`Reques
   by :data:`ADAPTIVE_INCREASE` requests/s per second while requests are queueing (AIMD, as TCP
   does);
 - a 429's ``Retry-After`` stops the whole group: nobody sends before it passes;
-- requests wait in one FIFO queue and are let through one at a time, ``1 / rate`` seconds apart,
+- requests wait in one FIFO queue and are let through ``1 / rate`` seconds apart (a few at once
+  only at high rates: :data:`BURST_SECONDS`),
   so polls due at the same moment are spread rather than sent in a burst. A waiter is a future
   (no task), the queue has one timer armed at a time, and each request costs O(1).
 
@@ -57,6 +58,10 @@ ADAPTIVE_START_RATE = ADAPTIVE_MAX_RATE
 ADAPTIVE_DECREASE = 0.5
 #: While requests queue without a 429, an adaptive budget grows by this many requests/s per second.
 ADAPTIVE_INCREASE = 1.0
+#: The bucket holds the requests its rate earns in this many seconds, and at least one: a
+#: budget of 45/s spaces every request 22 ms apart, an unthrottled one (1,000/s) lets bursts of 20
+#: through, which spares a timer per request when the key is far from any limit.
+BURST_SECONDS = 0.02
 #: Seconds the whole group pauses after a 429 that came without ``Retry-After``.
 DEFAULT_429_PAUSE = 1.0
 #: The connection extra that fixes the budget's rate.
@@ -105,7 +110,8 @@ class RequestBudget:
     A token bucket shared by every request of one group (base URL and key) on one event loop.
 
     Use :meth:`run` around one request, or :meth:`acquire` before it and :meth:`on_answer` after.
-    The bucket holds at most one token, so requests are spaced ``1 / rate`` seconds apart.
+    The bucket holds what the rate earns in :data:`BURST_SECONDS` (at least one token), so
+    requests are spaced ``1 / rate`` seconds apart, in bursts of a few only at high rates.
 
     :param base_url: the API's base URL (shown in ``repr``; the key is never held).
     :param rate: requests per second, or None for an adaptive rate.
@@ -154,7 +160,7 @@ class RequestBudget:
 
     def _take(self, now: float) -> bool:
         """Refill the bucket up to ``now`` and take a token if one is there and no pause is on."""
-        self._tokens = min(1.0, self._tokens + (now - self._refilled) * self.rate)
+        self._tokens = min(max(1.0, self.rate * BURST_SECONDS), self._tokens + (now - self._refilled) * self.rate)
         self._refilled = now
         if now < self.blocked_until or self._tokens < 1.0 - 1e-9:
             return False
@@ -215,8 +221,16 @@ class RequestBudget:
                 self._timer.cancel()
                 self._timer = None
 
-    async def acquire(self) -> float:
-        """Wait for this group's next slot (FIFO) and return the loop time it was granted at."""
+    async def acquire(self, timeout: float | None = None) -> float:
+        """
+        Wait for this group's next slot (FIFO) and return the loop time it was granted at.
+
+        A free slot is taken at once, without yielding to the event loop; a queued caller awaits
+        a future (no task is made, even with a ``timeout``: a timer fails the future).
+
+        :param timeout: seconds to wait at most; past them, leave the queue and raise
+            :class:`TimeoutError`.
+        """
         loop = asyncio.get_running_loop()
         now = loop.time()
         if not self.waiting and self._take(now):
@@ -224,12 +238,16 @@ class RequestBudget:
         waiter = _Waiter(loop.create_future())
         self._waiters.append(waiter)
         self._arm(loop)
+        expiry = None if timeout is None else loop.call_at(now + timeout, _expire, waiter.future)
         try:
             await waiter.future
-        except asyncio.CancelledError:
-            if not waiter.future.done() or waiter.future.cancelled():
+        except (asyncio.CancelledError, TimeoutError):
+            if not waiter.future.done() or waiter.future.cancelled() or waiter.future.exception():
                 self._abandon(waiter)
             raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
         return loop.time()
 
     def _sending_rate(self, now: float) -> float:
@@ -299,6 +317,12 @@ class RequestBudget:
         return result
 
 
+def _expire(future: asyncio.Future[None]) -> None:
+    """Fail a queued caller's future when its time to wait is up (unless it was let through)."""
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class _Waiter:
     """One queued request: the future it awaits, and whether it left the queue's count."""
 
@@ -336,11 +360,24 @@ def request_budget(base_url: str, key: str, rate: float | None = None) -> Reques
     :param key: the Channel API key (hashed, never kept).
     :param rate: the connection's ``max_requests_per_second``, or None for adaptive.
     """
-    group = _budgets.setdefault(asyncio.get_running_loop(), {})
-    name = group_id(base_url, key)
-    budget = group.get(name)
+    return group_budget(group_id(base_url, key), base_url, rate)
+
+
+def group_budget(group: str, base_url: str, rate: float | None = None) -> RequestBudget:
+    """
+    Return the budget of the group ``group`` (a :func:`group_id`) on the running event loop.
+
+    :param group: what :func:`group_id` returned for the base URL and key.
+    :param base_url: the API's base URL (for the budget's ``repr``).
+    :param rate: the connection's ``max_requests_per_second``, or None for adaptive.
+    """
+    loop = asyncio.get_running_loop()
+    budgets = _budgets.get(loop)  # get first: setdefault makes a weak reference on every call
+    if budgets is None:
+        budgets = _budgets[loop] = {}
+    budget = budgets.get(group)
     if budget is None:
-        budget = group[name] = RequestBudget(base_url, rate)
+        budget = budgets[group] = RequestBudget(base_url, rate)
     else:
         budget.configure(rate)
     return budget
@@ -365,7 +402,9 @@ async def coalesce(name: Hashable, call: Callable[[], Awaitable[T]]) -> T:
     :param call: makes the request when called.
     """
     loop = asyncio.get_running_loop()
-    running = _in_flight.setdefault(loop, {})
+    running = _in_flight.get(loop)
+    if running is None:
+        running = _in_flight[loop] = {}
     followers = running.get(name)
     if followers is not None:
         mine: asyncio.Future[T] = loop.create_future()

@@ -27,7 +27,6 @@ from airflow_provider_octopods._http import (
     ApiSettings,
     ca_bundle,
     interpret_response,
-    proxy_for,
     redirect_target,
     request_headers,
 )
@@ -245,6 +244,8 @@ def _follow(
     )
     url = settings.base_url + request.path
     headers = {**request.headers, **request_headers(key, with_body=request.body is not None)}
+    proxy = settings.proxy  # redirects are followed on this origin only
+    path = request.path.partition("?")[0].partition("#")[0]  # as urlsplit(url).path, for messages
     for _ in range(MAX_REDIRECTS + 1):
         send = Send(
             request.method,
@@ -254,16 +255,16 @@ def _follow(
             min(CONNECT_TIMEOUT, total),
             total,
             ca_bundle(settings.verify),
-            proxy_for(url),
+            proxy,
         )
         outcome = yield send
-        path = urlsplit(url).path
         if isinstance(outcome, Failed):
             raise failure_error(outcome, settings, send, path)
         if outcome.status in REDIRECT_CODES:
             if request.method != "GET":
                 raise _unfollowed(request.method, path, outcome.status)
             url = redirect_target(url, outcome.headers.get("Location"))
+            path = urlsplit(url).path
             continue
         if not wants_body(outcome.status, outcome.headers) or len(outcome.body) > MAX_RESPONSE_BYTES:
             raise _too_large()

@@ -18,7 +18,7 @@ import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
@@ -82,6 +82,11 @@ class ApiSettings:
     default_region: str | None = None
     strict_numbers: bool = True
     max_requests_per_second: float | None = None
+
+    @cached_property
+    def proxy(self) -> str | None:
+        """The proxy to reach ``base_url`` through (:func:`proxy_for`), decided once per read of the connection."""
+        return proxy_for(self.base_url)
 
 
 def _is_loopback(host: str) -> bool:
@@ -367,6 +372,7 @@ def request_headers(key: str, with_body: bool = False) -> dict[str, str]:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+@lru_cache(maxsize=256)
 def origin(url: str) -> tuple[str, str | None, int | None]:
     """Return a URL's origin (scheme, host, port), the default port made explicit."""
     parts = urlsplit(url)

@@ -163,6 +163,8 @@ def _aiohttp_failure(err: BaseException) -> Failed:
 
 
 async def _read_aiohttp_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    if response.content_length is not None and response.content_length <= limit:
+        return await response.read()  # one read; aiohttp stops at the announced length
     body = b""
     while len(body) <= limit:
         chunk = await response.content.read(limit + 1 - len(body))
@@ -296,13 +298,13 @@ class SessionPool:
 
 
 async def send_within_budget(
-    session: aiohttp.ClientSession, send: Send, settings: ApiSettings, key: str
+    session: aiohttp.ClientSession, send: Send, settings: ApiSettings, group: str
 ) -> Answer | Failed:
     """
     Perform ``send`` when the key's budget in this process allows, and teach the budget the answer.
 
     Every async request with one key on one event loop (all the triggers of a triggerer) draws
-    from one :func:`~airflow_provider_octopods._budget.request_budget`: polls due together are
+    from one :func:`~airflow_provider_octopods._budget.group_budget`: polls due together are
     spread, and a 429 slows the whole group (``Retry-After`` honoured). The wait for a slot is
     part of the request's time (so a trigger's deadline holds); a request that gets no slot in
     time is not sent (``Failure.QUEUED``).
@@ -310,21 +312,22 @@ async def send_within_budget(
     :param session: the shared session of the event loop.
     :param send: the request.
     :param settings: the connection's settings (its base URL and ``max_requests_per_second``).
-    :param key: the Channel API key (only hashed, to tell budgets apart).
+    :param group: the budget's group: :func:`~airflow_provider_octopods._budget.group_id` of the
+        base URL and key.
     """
-    from airflow_provider_octopods._budget import request_budget
+    from airflow_provider_octopods._budget import group_budget
     from airflow_provider_octopods._http import parse_retry_after
 
-    budget = request_budget(settings.base_url, key, settings.max_requests_per_second)
+    budget = group_budget(group, settings.base_url, settings.max_requests_per_second)
     started = time.monotonic()
     try:  # the wait for a slot counts against the request's time: a deadline is never overrun
-        sent_at = await asyncio.wait_for(budget.acquire(), send.timeout)
+        sent_at = await budget.acquire(send.timeout)
     except TimeoutError:
         return Failed(Failure.QUEUED)
-    left = send.timeout - (time.monotonic() - started)
-    send = dataclasses.replace(
-        send, timeout=max(left, 0.001), connect_timeout=min(send.connect_timeout, max(left, 0.001))
-    )
+    waited = time.monotonic() - started
+    if waited > 0.001:
+        left = max(send.timeout - waited, 0.001)
+        send = dataclasses.replace(send, timeout=left, connect_timeout=min(send.connect_timeout, left))
     outcome = await send_with_aiohttp(session, send)
     if isinstance(outcome, Answer):
         budget.on_answer(outcome.status, parse_retry_after(outcome.headers.get("Retry-After")), sent_at)

