@@ -27,6 +27,7 @@ results can be given net of it.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
 import json
 import resource
@@ -187,6 +188,25 @@ async def _idle_cpu_rate(tick: float, seconds: float) -> float:
     return rate
 
 
+def _start_profile(spec: dict[str, Any]) -> cProfile.Profile | None:
+    """Start profiling the measured waits when ``spec["profile"]`` names a directory."""
+    if not spec.get("profile"):
+        return None
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
+
+
+def _stop_profile(profiler: cProfile.Profile | None, spec: dict[str, Any]) -> None:
+    """Write the profile as ``<profile>/<side>-<n>.prof`` (read it with ``python -m pstats``)."""
+    if profiler is None:
+        return
+    profiler.disable()
+    out = Path(spec["profile"])
+    out.mkdir(parents=True, exist_ok=True)
+    profiler.dump_stats(out / f"{spec['side']}-{spec['n']}.prof")
+
+
 async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     side, n, interval = spec["side"], int(spec["n"]), float(spec["poll_interval"])
     load = workload(n, spec["seed"], spec["min_delivery"], spec["max_delivery"], spec["spread"])
@@ -218,8 +238,10 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
             for message_id, offset in zip(ids, offsets, strict=True)
         ]
         due = [created_at + d for d in delays]
+    profiler = _start_profile(spec)
     results = await asyncio.wait_for(asyncio.gather(*waits), timeout=float(spec["timeout"]))
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    _stop_profile(profiler, spec)
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     ticker.stop()
     await ticking
@@ -267,8 +289,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     Run the phase described by ``spec`` in a new event loop and return its measurements.
 
     :param spec: ``side``, ``n``, ``poll_interval``, ``seed``, ``min_delivery``, ``max_delivery``,
-        ``spread``, ``timeout``, ``url`` and optionally ``tick`` and ``calibrate`` (seconds of
-        harness-only run to measure the harness's own CPU rate, 0 to skip).
+        ``spread``, ``timeout``, ``url`` and optionally ``tick``, ``calibrate`` (seconds of
+        harness-only run to measure the harness's own CPU rate, 0 to skip) and ``profile`` (a
+        directory: profile the measured waits with ``cProfile``, which slows them, so the figures
+        of a profiled run are not comparable).
     """
     return asyncio.run(_measure(spec))
 

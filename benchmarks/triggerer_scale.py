@@ -168,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.triggerer_scale", description=__doc__)
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000, 5000], help="numbers of triggers")
     parser.add_argument("--no-probe", action="store_true", help="skip the one-poll lifecycle probe")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="profile each side's waits with cProfile into DIR/<side>-<n>.prof (figures then not comparable)",
+    )
     add_workload_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -193,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 "spread": args.poll_interval,
                 "timeout": args.timeout,
                 "calibrate": args.calibrate,
+                "profile": args.profile,
             }
             wait = dict(base, min_delivery=args.min_delivery, max_delivery=args.max_delivery)
             probe = dict(base, min_delivery=0.0, max_delivery=0.0)
