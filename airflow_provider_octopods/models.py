@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pendulum
 
+from airflow_provider_octopods._phone import normalize_phone
 from airflow_provider_octopods.exceptions import OctopodsInputError, OctopodsTransientError
 
 if TYPE_CHECKING:
@@ -130,28 +131,21 @@ def validate_message_ids(values: Any, field: str = "message_ids") -> list[int]:
     return ids
 
 
-def validate_phone(
-    value: Any,
-    field: str = "destination_phone",
-    *,
-    default_region: str | None = None,
-    strict: bool = True,
-) -> str:
-    """
-    Return ``value`` as an E.164 phone number, or raise a clear :class:`OctopodsInputError`.
+validate_phone = normalize_phone
+"""
+Return ``value`` as an E.164 phone number, or raise a clear :class:`OctopodsInputError`.
 
-    Parsed by libphonenumber (imported now, not when this module is): international numbers in
-    any common format (``+44 20 7946 0958``), national ones when ``default_region`` is given.
-    Surrounding whitespace is ignored.
+``validate_phone(value, field="destination_phone", *, default_region=None, strict=True) -> str``
+is the phone-number check of ``airflow_provider_octopods._phone`` (``normalize_phone``), by
+libphonenumber, imported at the first call, not with this module: international numbers in any
+common format (``+44 20 7946 0958``), national ones when ``default_region`` is given. Surrounding
+whitespace is ignored.
 
-    :param value: the phone number to check.
-    :param field: the argument's name, for the error message.
-    :param default_region: the region of national numbers (``"US"``, ``"GB"``, ...), if any.
-    :param strict: refuse numbers the library calls possible but not valid (else warn).
-    """
-    from airflow_provider_octopods._phone import normalize_phone
-
-    return normalize_phone(value, field, default_region=default_region, strict=strict)
+:param value: the phone number to check.
+:param field: the argument's name, for the error message.
+:param default_region: the region of national numbers (``"US"``, ``"GB"``, ...), if any.
+:param strict: refuse numbers the library calls possible but not valid (else warn).
+"""
 
 
 def validate_body(value: Any, field: str = "body", max_segments: int | None = None) -> str:
