@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import pendulum
 
@@ -205,6 +205,26 @@ def _malformed(what: str, request_id: Any = None) -> OctopodsTransientError:
     )
 
 
+class _StatusIn:
+    """
+    A read-only attribute of :class:`SmsStatus`: whether its ``status`` is one of ``statuses``.
+
+    Each such attribute is documented by the string after its assignment, as any attribute.
+
+    :param statuses: the statuses for which the attribute is true.
+    """
+
+    def __init__(self, statuses: frozenset[str]) -> None:
+        self.statuses = statuses
+
+    @overload
+    def __get__(self, sms: None, owner: type[SmsStatus]) -> _StatusIn: ...
+    @overload
+    def __get__(self, sms: SmsStatus, owner: type[SmsStatus] | None = None) -> bool: ...
+    def __get__(self, sms: SmsStatus | None, owner: type[SmsStatus] | None = None) -> _StatusIn | bool:
+        return self if sms is None else sms.status in self.statuses
+
+
 @dataclass(frozen=True)
 class SmsStatus:
     """
@@ -229,25 +249,14 @@ class SmsStatus:
     failure_reason: str | None = None
     request_id: str | None = None
 
-    @property
-    def is_terminal(self) -> bool:
-        """Whether polling further cannot change the status."""
-        return self.status in TERMINAL_STATUSES
-
-    @property
-    def is_delivered(self) -> bool:
-        """Whether the carrier confirmed delivery (``delivered``, or ``read``)."""
-        return self.status in DELIVERED_STATUSES
-
-    @property
-    def is_failed(self) -> bool:
-        """Whether the SMS ended without reaching the handset."""
-        return self.status in FAILED_STATUSES
-
-    @property
-    def is_known(self) -> bool:
-        """Whether the status is one Octopods documents."""
-        return self.status in KNOWN_STATUSES
+    is_terminal = _StatusIn(TERMINAL_STATUSES)
+    """Whether polling further cannot change the status."""
+    is_delivered = _StatusIn(DELIVERED_STATUSES)
+    """Whether the carrier confirmed delivery (``delivered``, or ``read``)."""
+    is_failed = _StatusIn(FAILED_STATUSES)
+    """Whether the SMS ended without reaching the handset."""
+    is_known = _StatusIn(KNOWN_STATUSES)
+    """Whether the status is one Octopods documents."""
 
     @classmethod
     def from_api(cls, payload: Any, expected_message_id: int | None = None) -> SmsStatus:
