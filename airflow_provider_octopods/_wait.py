@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
@@ -140,6 +140,10 @@ class PollSchedule:
             backoff_factor=max(factor, 1.0),
             max_poll_interval=max(seconds(max_poll_interval, "max_poll_interval"), interval),
         )
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Return the schedule as keyword arguments of :meth:`of` and of the trigger (seconds, JSON-safe)."""
+        return asdict(self)
 
     def delays(self) -> Iterator[float]:
         """Yield the seconds to wait before each poll while polls succeed (pure arithmetic)."""

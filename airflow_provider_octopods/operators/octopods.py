@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
@@ -163,14 +164,13 @@ class OctopodsSendSmsOperator(SendArguments, ScheduledWait, BaseOperator):
         if not self.wait_for_delivery:
             return done.sent
         with _never_resend(done.sent, durable=ledger.durable):
+            # A resumed wait polls at once: an old SMS may be final.
+            schedule = replace(self.schedule, initial_delay=0.0) if resumed else self.schedule
             trigger = OctopodsSmsDeliveryTrigger(
                 message_id=done.message_id,
                 octopods_conn_id=self.octopods_conn_id,
-                poll_interval=self.poll_interval,
                 end_time=done.sent_at + self.timeout,  # one deadline for every try
-                initial_delay=0.0 if resumed else self.initial_delay,  # an old SMS may be final
-                max_poll_interval=self.max_poll_interval,
-                backoff_factor=self.backoff_factor,
+                **schedule.as_kwargs(),
             )
             if self.deferrable:
                 # Kept where a failed resume finds it: Airflow replaces the defer kwargs then.
