@@ -24,7 +24,7 @@ from airflow_provider_octopods.models import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     from airflow_provider_octopods._http import ApiSettings
 
@@ -52,6 +52,42 @@ class SendOptions(TypedDict, total=False):
     default_region: str | None
     strict_numbers: bool | None
     max_segments: int | None
+
+
+class SendArguments:
+    """
+    The arguments of a send, kept as attributes of the operator or notifier that makes it.
+
+    Attributes rather than one :class:`SendOptions`: Airflow renders the templated ones
+    (``destination_phone``, ``body``, ``destination_user_name``) in place, so the options of the
+    send are built from them at send time (:meth:`_send_options`).
+    """
+
+    destination_phone: str
+    body: str
+    octopods_conn_id: str
+    destination_user_name: str | None
+    default_region: str | None
+    strict_numbers: bool | None
+    max_segments: int | None
+
+    def _keep_send_arguments(self, arguments: Mapping[str, Any]) -> None:
+        """
+        Keep the send's arguments, each name annotated on this class, as attributes.
+
+        :param arguments: the ``locals()`` of the ``__init__`` that takes (and documents) them.
+        """
+        for name in SendArguments.__annotations__:
+            setattr(self, name, arguments[name])
+
+    def _send_options(self) -> SendOptions:
+        """Return the options of ``send_sms`` these attributes hold (as rendered, if templated)."""
+        return SendOptions(
+            destination_user_name=self.destination_user_name,
+            default_region=self.default_region,
+            strict_numbers=self.strict_numbers,
+            max_segments=self.max_segments,
+        )
 
 
 def send_request(

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from airflow_provider_octopods._http import backoff_delay
 from airflow_provider_octopods.exceptions import (
@@ -141,6 +141,10 @@ class PollSchedule:
             max_poll_interval=max(seconds(max_poll_interval, "max_poll_interval"), interval),
         )
 
+    def as_kwargs(self) -> dict[str, Any]:
+        """Return the schedule as keyword arguments of :meth:`of` and of the trigger (seconds, JSON-safe)."""
+        return asdict(self)
+
     def delays(self) -> Iterator[float]:
         """Yield the seconds to wait before each poll while polls succeed (pure arithmetic)."""
         yield self.initial_delay
@@ -150,30 +154,42 @@ class PollSchedule:
             interval = min(interval * self.backoff_factor, self.max_poll_interval)
 
 
+class _FromSchedule:
+    """
+    A read-only attribute of a :class:`ScheduledWait`: the value of the same name in its ``schedule``.
+
+    Each such attribute is documented by the string after its assignment, as any attribute.
+    """
+
+    name: str
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, holder: None, owner: type) -> _FromSchedule: ...
+    @overload
+    def __get__(self, holder: ScheduledWait, owner: type | None = None) -> float: ...
+    def __get__(self, holder: ScheduledWait | None, owner: type | None = None) -> _FromSchedule | float:
+        return self if holder is None else getattr(holder.schedule, self.name)
+
+    def __set__(self, holder: ScheduledWait, value: Any) -> None:
+        raise AttributeError(f"{self.name} is read-only: it is part of the wait's schedule.")
+
+
 class ScheduledWait:
     """The values of a :class:`PollSchedule` held in ``schedule``, as attributes of its holder."""
 
     schedule: PollSchedule
 
-    @property
-    def initial_delay(self) -> float:
-        """Seconds before the first poll."""
-        return self.schedule.initial_delay
-
-    @property
-    def poll_interval(self) -> float:
-        """Seconds between the first polls."""
-        return self.schedule.poll_interval
-
-    @property
-    def backoff_factor(self) -> float:
-        """Growth of the interval after each poll."""
-        return self.schedule.backoff_factor
-
-    @property
-    def max_poll_interval(self) -> float:
-        """The longest interval, and the cap of error backoff."""
-        return self.schedule.max_poll_interval
+    initial_delay = _FromSchedule()
+    """Seconds before the first poll."""
+    poll_interval = _FromSchedule()
+    """Seconds between the first polls."""
+    backoff_factor = _FromSchedule()
+    """Growth of the interval after each poll."""
+    max_poll_interval = _FromSchedule()
+    """The longest interval, and the cap of error backoff."""
 
 
 #: A log line: level, format, arguments.

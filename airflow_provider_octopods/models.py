@@ -13,10 +13,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import pendulum
 
+from airflow_provider_octopods._phone import normalize_phone
 from airflow_provider_octopods.exceptions import OctopodsInputError, OctopodsTransientError
 
 if TYPE_CHECKING:
@@ -130,28 +131,21 @@ def validate_message_ids(values: Any, field: str = "message_ids") -> list[int]:
     return ids
 
 
-def validate_phone(
-    value: Any,
-    field: str = "destination_phone",
-    *,
-    default_region: str | None = None,
-    strict: bool = True,
-) -> str:
-    """
-    Return ``value`` as an E.164 phone number, or raise a clear :class:`OctopodsInputError`.
+validate_phone = normalize_phone
+"""
+Return ``value`` as an E.164 phone number, or raise a clear :class:`OctopodsInputError`.
 
-    Parsed by libphonenumber (imported now, not when this module is): international numbers in
-    any common format (``+44 20 7946 0958``), national ones when ``default_region`` is given.
-    Surrounding whitespace is ignored.
+``validate_phone(value, field="destination_phone", *, default_region=None, strict=True) -> str``
+is the phone-number check of ``airflow_provider_octopods._phone`` (``normalize_phone``), by
+libphonenumber, imported at the first call, not with this module: international numbers in any
+common format (``+44 20 7946 0958``), national ones when ``default_region`` is given. Surrounding
+whitespace is ignored.
 
-    :param value: the phone number to check.
-    :param field: the argument's name, for the error message.
-    :param default_region: the region of national numbers (``"US"``, ``"GB"``, ...), if any.
-    :param strict: refuse numbers the library calls possible but not valid (else warn).
-    """
-    from airflow_provider_octopods._phone import normalize_phone
-
-    return normalize_phone(value, field, default_region=default_region, strict=strict)
+:param value: the phone number to check.
+:param field: the argument's name, for the error message.
+:param default_region: the region of national numbers (``"US"``, ``"GB"``, ...), if any.
+:param strict: refuse numbers the library calls possible but not valid (else warn).
+"""
 
 
 def validate_body(value: Any, field: str = "body", max_segments: int | None = None) -> str:
@@ -222,6 +216,26 @@ def _malformed(what: str, request_id: Any = None) -> OctopodsTransientError:
     )
 
 
+class _StatusIn:
+    """
+    A read-only attribute of :class:`SmsStatus`: whether its ``status`` is one of ``statuses``.
+
+    Each such attribute is documented by the string after its assignment, as any attribute.
+
+    :param statuses: the statuses for which the attribute is true.
+    """
+
+    def __init__(self, statuses: frozenset[str]) -> None:
+        self.statuses = statuses
+
+    @overload
+    def __get__(self, sms: None, owner: type[SmsStatus]) -> _StatusIn: ...
+    @overload
+    def __get__(self, sms: SmsStatus, owner: type[SmsStatus] | None = None) -> bool: ...
+    def __get__(self, sms: SmsStatus | None, owner: type[SmsStatus] | None = None) -> _StatusIn | bool:
+        return self if sms is None else sms.status in self.statuses
+
+
 @dataclass(frozen=True)
 class SmsStatus:
     """
@@ -246,25 +260,14 @@ class SmsStatus:
     failure_reason: str | None = None
     request_id: str | None = None
 
-    @property
-    def is_terminal(self) -> bool:
-        """Whether polling further cannot change the status."""
-        return self.status in TERMINAL_STATUSES
-
-    @property
-    def is_delivered(self) -> bool:
-        """Whether the carrier confirmed delivery (``delivered``, or ``read``)."""
-        return self.status in DELIVERED_STATUSES
-
-    @property
-    def is_failed(self) -> bool:
-        """Whether the SMS ended without reaching the handset."""
-        return self.status in FAILED_STATUSES
-
-    @property
-    def is_known(self) -> bool:
-        """Whether the status is one Octopods documents."""
-        return self.status in KNOWN_STATUSES
+    is_terminal = _StatusIn(TERMINAL_STATUSES)
+    """Whether polling further cannot change the status."""
+    is_delivered = _StatusIn(DELIVERED_STATUSES)
+    """Whether the carrier confirmed delivery (``delivered``, or ``read``)."""
+    is_failed = _StatusIn(FAILED_STATUSES)
+    """Whether the SMS ended without reaching the handset."""
+    is_known = _StatusIn(KNOWN_STATUSES)
+    """Whether the status is one Octopods documents."""
 
     @classmethod
     def from_api(cls, payload: Any, expected_message_id: int | None = None) -> SmsStatus:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseNotifier
 
+from airflow_provider_octopods._calls import SendArguments
 from airflow_provider_octopods.exceptions import OctopodsError
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["OctopodsSmsNotifier", "send_octopods_sms_notification"]
 
 
-class OctopodsSmsNotifier(BaseNotifier):
+class OctopodsSmsNotifier(SendArguments, BaseNotifier):
     """
     Send an SMS through Octopods when a DAG or a task changes state.
 
@@ -79,13 +80,7 @@ class OctopodsSmsNotifier(BaseNotifier):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.destination_phone = destination_phone
-        self.body = body
-        self.octopods_conn_id = octopods_conn_id
-        self.destination_user_name = destination_user_name
-        self.default_region = default_region
-        self.strict_numbers = strict_numbers
-        self.max_segments = max_segments
+        self._keep_send_arguments(locals())
 
     def get_template_env(self, dag: Any = None) -> jinja2.Environment:
         """
@@ -143,14 +138,6 @@ class OctopodsSmsNotifier(BaseNotifier):
                 after.encoding,
             )
         return cut
-
-    def _send_options(self) -> dict[str, Any]:
-        return {
-            "destination_user_name": self.destination_user_name,
-            "default_region": self.default_region,
-            "strict_numbers": self.strict_numbers,
-            "max_segments": self.max_segments,
-        }
 
     def _sent(self, sent: SentSms) -> None:
         self.log.info(

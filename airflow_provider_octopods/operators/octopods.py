@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import BaseOperator, TaskDeferred, conf
 
+from airflow_provider_octopods._calls import SendArguments, SendOptions
 from airflow_provider_octopods._ledger import PreviousSend, SendLedger
 from airflow_provider_octopods._wait import (
     DEFAULT_BACKOFF_FACTOR,
@@ -51,7 +53,7 @@ TRIGGER_FAIL = "__fail__"
 _FINAL_AFTER_SEND = (OctopodsDeliveryError, OctopodsTimeoutError, OctopodsWaitAfterSendError)
 
 
-class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
+class OctopodsSendSmsOperator(SendArguments, ScheduledWait, BaseOperator):
     """
     Send an SMS through Octopods; optionally wait until the carrier confirms delivery.
 
@@ -134,19 +136,13 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.destination_phone = destination_phone
-        self.body = body
-        self.destination_user_name = destination_user_name
+        self._keep_send_arguments(locals())
         self.open_intercom_conversation = open_intercom_conversation
         self.intercom_teammate_id = intercom_teammate_id
         self.wait_for_delivery = wait_for_delivery
         self.deferrable = deferrable
         self.schedule = PollSchedule.of(initial_delay, poll_interval, backoff_factor, max_poll_interval)
         self.timeout = seconds(timeout, "timeout")
-        self.octopods_conn_id = octopods_conn_id
-        self.default_region = default_region
-        self.strict_numbers = strict_numbers
-        self.max_segments = max_segments
 
     @cached_property
     def hook(self) -> OctopodsHook:
@@ -168,14 +164,13 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
         if not self.wait_for_delivery:
             return done.sent
         with _never_resend(done.sent, durable=ledger.durable):
+            # A resumed wait polls at once: an old SMS may be final.
+            schedule = replace(self.schedule, initial_delay=0.0) if resumed else self.schedule
             trigger = OctopodsSmsDeliveryTrigger(
                 message_id=done.message_id,
                 octopods_conn_id=self.octopods_conn_id,
-                poll_interval=self.poll_interval,
                 end_time=done.sent_at + self.timeout,  # one deadline for every try
-                initial_delay=0.0 if resumed else self.initial_delay,  # an old SMS may be final
-                max_poll_interval=self.max_poll_interval,
-                backoff_factor=self.backoff_factor,
+                **schedule.as_kwargs(),
             )
             if self.deferrable:
                 # Kept where a failed resume finds it: Airflow replaces the defer kwargs then.
@@ -213,16 +208,12 @@ class OctopodsSendSmsOperator(ScheduledWait, BaseOperator):
         A failure that may hide a send is an ``OctopodsSendUnconfirmedError`` (no retry); one
         that certainly sent nothing (no connection, HTTP 429) is left to the task's retries.
         """
-        return self.hook.send_sms(
-            self.destination_phone,
-            self.body,
-            destination_user_name=self.destination_user_name,
-            open_intercom_conversation=self.open_intercom_conversation,
-            intercom_teammate_id=self.intercom_teammate_id,
-            default_region=self.default_region,
-            strict_numbers=self.strict_numbers,
-            max_segments=self.max_segments,
-        )
+        options: SendOptions = {
+            **self._send_options(),
+            "open_intercom_conversation": self.open_intercom_conversation,
+            "intercom_teammate_id": self.intercom_teammate_id,
+        }
+        return self.hook.send_sms(self.destination_phone, self.body, **options)
 
     @staticmethod
     def _wait_in_process(trigger: OctopodsSmsDeliveryTrigger) -> dict[str, Any] | None:

@@ -180,12 +180,9 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
             message_id=None if multiple else ids[0],
             message_ids=ids if multiple else None,
             octopods_conn_id=self.octopods_conn_id,
-            poll_interval=self.schedule.poll_interval,
             end_time=time.time() + self.timeout,
-            initial_delay=self.initial_delay,
-            max_poll_interval=self.max_poll_interval,
-            backoff_factor=self.backoff_factor,
             max_concurrency=self.max_concurrency,
+            **self.schedule.as_kwargs(),
         )
         defer_wait(self, trigger, self.timeout)
 

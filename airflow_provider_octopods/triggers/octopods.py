@@ -114,13 +114,10 @@ class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
             {
                 "message_id": self.message_id,
                 "octopods_conn_id": self.octopods_conn_id,
-                "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
                 "message_ids": self.message_ids,
-                "initial_delay": self.initial_delay,
-                "max_poll_interval": self.max_poll_interval,
-                "backoff_factor": self.backoff_factor,
                 "max_concurrency": self.max_concurrency,
+                **self.schedule.as_kwargs(),
             },
         )
 
