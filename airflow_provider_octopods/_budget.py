@@ -160,7 +160,9 @@ class RequestBudget:
 
     def _take(self, now: float) -> bool:
         """Refill the bucket up to ``now`` and take a token if one is there and no pause is on."""
-        self._tokens = min(max(1.0, self.rate * BURST_SECONDS), self._tokens + (now - self._refilled) * self.rate)
+        self._tokens = min(
+            max(1.0, self.rate * BURST_SECONDS), self._tokens + (now - self._refilled) * self.rate
+        )
         self._refilled = now
         if now < self.blocked_until or self._tokens < 1.0 - 1e-9:
             return False

@@ -166,7 +166,9 @@ def validate_body(value: Any, field: str = "body", max_segments: int | None = No
 
 
 #: ``2026-04-24T10:23:45Z``, with optional fractions and offset: the timestamps Octopods sends.
-_COMMON_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?", re.ASCII)
+_COMMON_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?", re.ASCII
+)
 
 
 def parse_timestamp(value: str) -> datetime | None:

@@ -313,7 +313,10 @@ class OctopodsAsyncHook(BaseHook):
         if self._credentials is None or refresh:
             credentials = await ConnectionCache.get(self.octopods_conn_id, _fetch_connection, refresh)
             if credentials is not self._credentials:
-                self._credentials, self._group = credentials, group_id(credentials[0].base_url, credentials[1])
+                self._credentials, self._group = (
+                    credentials,
+                    group_id(credentials[0].base_url, credentials[1]),
+                )
         return self._credentials
 
     async def close(self) -> None:
