@@ -92,6 +92,7 @@ bench: venv
 	$(BIN)/python -m benchmarks.batch_wait
 	$(BIN)/python -m benchmarks.poll_schedule --verify
 	$(BIN)/python -m benchmarks.parse_cost
+	$(BIN)/python -m benchmarks.request_budget
 
 ## Rerun the fault-injection matrix and rewrite docs/reliability.md from it.
 .PHONY: reliability-report
