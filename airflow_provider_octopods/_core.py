@@ -55,7 +55,7 @@ class Failure(Enum):
     CERTIFICATE = "its TLS certificate could not be verified"
     TIMEOUT = "no answer in time"
     BROKEN = "the connection broke"
-    #: The key's request budget in this process (``_budget``) had no slot before the request's time ran out.
+    #: The key's request budget in this process (``_budget``) had no slot within the caller's limit.
     QUEUED = "the key's request budget in this process had no free slot in time"
 
 
@@ -130,8 +130,15 @@ class Send:
     """
     Action: send one HTTP request, read at most ``limit + 1`` bytes of its answer.
 
+    :param connect_timeout: seconds to connect, from when the request is sent.
+    :param timeout: seconds for the whole request, from when it is sent.
     :param ca_bundle: the CA bundle to verify the server with; None when verification is off.
     :param proxy: the proxy to go through (:func:`~airflow_provider_octopods._http.proxy_for`), or None.
+    :param limit: the largest answer read.
+    :param within: the caller's own limit in seconds (a trigger's time left before its deadline),
+        from now: any wait before the request is sent (for a slot of the key's request budget)
+        counts against it, and the request's ``timeout`` is cut to what is left of it. None: no
+        such limit.
     """
 
     method: str
@@ -143,6 +150,7 @@ class Send:
     ca_bundle: str | None
     proxy: str | None = None
     limit: int = MAX_RESPONSE_BYTES
+    within: float | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +264,7 @@ def _follow(
             total,
             ca_bundle(settings.verify),
             proxy,
+            within=request.timeout,
         )
         outcome = yield send
         if isinstance(outcome, Failed):

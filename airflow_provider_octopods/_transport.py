@@ -305,9 +305,11 @@ async def send_within_budget(
 
     Every async request with one key on one event loop (all the triggers of a triggerer) draws
     from one :func:`~airflow_provider_octopods._budget.group_budget`: polls due together are
-    spread, and a 429 slows the whole group (``Retry-After`` honoured). The wait for a slot is
-    part of the request's time (so a trigger's deadline holds); a request that gets no slot in
-    time is not sent (``Failure.QUEUED``).
+    spread, and a 429 slows the whole group (``Retry-After`` honoured). A request keeps its place
+    in the queue however long the queue is (its own ``timeout`` starts when it is sent), except
+    that the wait counts against the caller's limit (``send.within``, a trigger's time left before
+    its deadline): a request that gets no slot within it is not sent (``Failure.QUEUED``), and one
+    that does gets only what is left of it. A deadline is never overrun by the queue.
 
     :param session: the shared session of the event loop.
     :param send: the request.
@@ -320,14 +322,15 @@ async def send_within_budget(
 
     budget = group_budget(group, settings.base_url, settings.max_requests_per_second)
     started = time.monotonic()
-    try:  # the wait for a slot counts against the request's time: a deadline is never overrun
-        sent_at = await budget.acquire(send.timeout)
+    try:
+        sent_at = await budget.acquire(send.within)
     except TimeoutError:
         return Failed(Failure.QUEUED)
-    waited = time.monotonic() - started
-    if waited > 0.001:
-        left = max(send.timeout - waited, 0.001)
-        send = dataclasses.replace(send, timeout=left, connect_timeout=min(send.connect_timeout, left))
+    if send.within is not None:
+        left = send.within - (time.monotonic() - started)
+        if left < send.timeout:
+            left = max(left, 0.001)
+            send = dataclasses.replace(send, timeout=left, connect_timeout=min(send.connect_timeout, left))
     outcome = await send_with_aiohttp(session, send)
     if isinstance(outcome, Answer):
         budget.on_answer(outcome.status, parse_retry_after(outcome.headers.get("Retry-After")), sent_at)

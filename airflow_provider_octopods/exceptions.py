@@ -125,11 +125,12 @@ class OctopodsTransientError(OctopodsApiError):
 
 class OctopodsThrottledError(OctopodsTransientError):
     """
-    Not sent: this process's request budget for the key had no free slot in the request's time.
+    Not sent: this process's request budget for the key had no free slot within the caller's limit.
 
     The budget (``max_requests_per_second``, or the adaptive rate after Octopods' HTTP 429) spaces
-    the requests of every trigger using the key; a poll that cannot get a slot before its time
-    runs out is not made. Nothing reached Octopods (``request_sent`` is False).
+    the requests of every trigger using the key; a poll waits its turn, but one that cannot get a
+    slot before its caller's limit (a trigger's deadline, the ``timeout`` of a hook call) is not
+    made. Nothing reached Octopods (``request_sent`` is False).
     """
 
 

@@ -488,3 +488,37 @@ async def test_budget_keeps_a_burst_under_the_simulators_limit() -> None:
                 statuses = await asyncio.gather(*(hook.get_sms_status(i) for i in ids))
         assert {s.status for s in statuses} == {"delivered"}
         assert sim.rate_limited == 0 and sim.request_count() == 16
+
+
+async def test_a_queued_poll_keeps_its_place_past_the_request_timeout_but_not_past_its_callers_limit() -> (
+    None
+):
+    """
+    The connection's ``timeout`` counts from the send, so a long queue does not drop polls (which
+    would go to its back again); the caller's own limit (a trigger's deadline) counts the queue.
+    """
+    from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
+
+    with OctopodsSimulator(KEY) as sim:
+        env = sim.connection_extra()
+        env["extra"] = {"max_requests_per_second": 2, "timeout": 0.3}  # a slot every 0.5 s
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AIRFLOW_CONN_OCTOPODS_DEFAULT", json.dumps(env))
+            ids = [sim.add_message("delivered") for _ in range(4)]
+            async with OctopodsAsyncHook() as hook:
+                # The last of four waits 1.5 s for its slot, well past the 0.3 s request timeout.
+                statuses = await asyncio.gather(*(hook.get_sms_status(i) for i in ids))
+                assert [s.status for s in statuses] == ["delivered"] * 4
+                assert sim.request_count() == 4
+                # With a limit of its own (1.2 s), a caller behind three others (slots at 0, 0.5
+                # and 1 s once the bucket is full again) gives up when its limit passes, sending nothing.
+                await asyncio.sleep(0.5)
+                late = [sim.add_message("delivered") for _ in range(4)]
+                outcomes = await asyncio.gather(
+                    *(hook.get_sms_status(i, timeout=1.2) for i in late), return_exceptions=True
+                )
+    assert [type(o).__name__ for o in outcomes] == ["SmsStatus"] * 3 + ["OctopodsThrottledError"]
+    throttled = outcomes[3]
+    assert isinstance(throttled, OctopodsTransientError) and throttled.request_sent is False
+    assert sim.request_count() == 7  # the fourth was never sent
+    assert sim.request_count(f"/api/v1/sms/messages/{late[3]}") == 0
