@@ -48,10 +48,10 @@ T = TypeVar("T")
 #: An adaptive budget never goes below this many requests per second ...
 ADAPTIVE_MIN_RATE = 0.2
 #: ... nor above this many.
-ADAPTIVE_MAX_RATE = 1000.0
+ADAPTIVE_MAX_RATE = 10_000.0
 #: Requests per second an adaptive budget (no ``max_requests_per_second``) starts at: until
-#: Octopods answers 429 there is no limit to keep, so requests are only spaced (1 ms apart), not
-#: held back. (A low start would cap every fresh triggerer below what the key allows.)
+#: Octopods answers 429 there is no limit to keep, so requests are not held back. (A low start
+#: would cap every fresh triggerer below what the key allows.)
 ADAPTIVE_START_RATE = ADAPTIVE_MAX_RATE
 #: On a 429, an adaptive budget's rate becomes this times the rate it was sending at (the
 #: requests let through in the last second, or its rate if lower).
@@ -59,8 +59,8 @@ ADAPTIVE_DECREASE = 0.5
 #: While requests queue without a 429, an adaptive budget grows by this many requests/s per second.
 ADAPTIVE_INCREASE = 1.0
 #: The bucket holds the requests its rate earns in this many seconds, and at least one: a
-#: budget of 45/s spaces every request 22 ms apart, an unthrottled one (1,000/s) lets bursts of 20
-#: through, which spares a timer per request when the key is far from any limit.
+#: budget of 45/s spaces every request 22 ms apart, one of 1,000/s lets bursts of 20 through,
+#: which spares a timer per request when the key is far from any limit.
 BURST_SECONDS = 0.02
 #: Seconds the whole group pauses after a 429 that came without ``Retry-After``.
 DEFAULT_429_PAUSE = 1.0
