@@ -181,3 +181,22 @@ async def test_polls_back_off_to_the_cap(octopods_conn):
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) <= 8  # 0, .05, .1, .2, .4, .4, ... until 1.2 s: no busy loop
     assert max(gaps) <= 0.55
+
+
+async def test_the_hooks_are_imported_in_a_thread_once_per_process(monkeypatch):
+    """The first trigger imports the hooks off the event loop; later ones take no thread hop."""
+    from airflow_provider_octopods import _lazy
+
+    hops: list[object] = []
+    real = asyncio.to_thread
+
+    async def counting(func, /, *args, **kwargs):
+        hops.append(args)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(_lazy, "_hooks", None)
+    monkeypatch.setattr(_lazy.asyncio, "to_thread", counting)
+    first, second = await asyncio.gather(_lazy.hooks_module(), _lazy.hooks_module())
+    third = await _lazy.hooks_module()
+    assert first is second is third and hasattr(third, "OctopodsAsyncHook")
+    assert len(hops) == 2  # the two concurrent first calls; none after

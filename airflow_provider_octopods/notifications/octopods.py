@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -181,8 +179,9 @@ class OctopodsSmsNotifier(SendArguments, BaseNotifier):
 
         :param context: the notification's context.
         """
-        # In the triggerer: import the hooks in a thread, not on the event loop (deadline alerts).
-        hooks = await asyncio.to_thread(importlib.import_module, "airflow_provider_octopods.hooks.octopods")
+        from airflow_provider_octopods._lazy import hooks_module
+
+        hooks = await hooks_module()  # in the triggerer (deadline alerts): not on the event loop
 
         try:
             async with hooks.OctopodsAsyncHook(self.octopods_conn_id) as hook:

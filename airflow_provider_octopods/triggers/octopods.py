@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_octopods._lazy import hooks_module
 from airflow_provider_octopods._wait import (
     DEADLINE_GRACE,
     DEFAULT_BACKOFF_FACTOR,
@@ -132,9 +132,7 @@ class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until every message is terminal, the deadline passes or a permanent error occurs."""
-        # The first trigger of a process imports the hooks (requests, aiohttp, the HTTP provider):
-        # in a thread, so the triggerer's event loop never stalls on it.
-        hooks = await asyncio.to_thread(importlib.import_module, "airflow_provider_octopods.hooks.octopods")
+        hooks = await hooks_module()
         engine = WaitEngine(self.ids, self.schedule, self.end_time)
         hook: OctopodsAsyncHook = hooks.OctopodsAsyncHook(self.octopods_conn_id)
         try:
