@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from airflow_provider_octopods._transport import SessionPool
 from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,
     OctopodsBadRequestError,
@@ -14,7 +15,7 @@ from airflow_provider_octopods.exceptions import (
     OctopodsSendUnconfirmedError,
     OctopodsTransientError,
 )
-from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook, _SessionPool
+from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook
 from airflow_provider_octopods.testing import FAILURE_REASONS, Reply, Status
 from tests.conftest import TEST_API_KEY
 
@@ -185,7 +186,7 @@ async def test_async_hooks_share_one_session_and_connection_per_loop(octopods_co
     for hook in hooks:
         await hook.close()
     assert session is not None and session.closed
-    assert asyncio.get_running_loop() not in _SessionPool._entries
+    assert asyncio.get_running_loop() not in SessionPool._entries
 
 
 async def test_async_hook_errors(octopods_conn):
@@ -247,13 +248,13 @@ async def test_async_hooks_on_one_loop_share_one_connection_lookup(octopods_conn
     from airflow_provider_octopods.hooks import octopods as hooks_module
 
     lookups: list[str] = []
-    fetch = hooks_module._fetch_connection
+    fetch = hooks_module.fetch_connection
 
     async def counting_fetch(conn_id: str):
         lookups.append(conn_id)
         return await fetch(conn_id)
 
-    monkeypatch.setattr(hooks_module, "_fetch_connection", counting_fetch)
+    monkeypatch.setattr(hooks_module, "fetch_connection", counting_fetch)
     ids = [octopods_conn.add_message("sent") for _ in range(30)]
     hooks = [OctopodsAsyncHook() for _ in ids]
 

@@ -54,11 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["OctopodsAsyncHook", "OctopodsHook", "SentSms", "SmsStatus"]
 
 
-# Kept under their former names: tests and tools look at the pool of the event loop.
-_SessionPool = SessionPool
-_ConnectionCache = ConnectionCache
-
-
 class OctopodsHook(HttpHook):
     """
     Talk to the Octopods SMS API synchronously.
@@ -115,11 +110,17 @@ class OctopodsHook(HttpHook):
 
         return connection_form_widgets()
 
-    def _load_connection(self, refresh: bool = False, conn_id: str | None = None) -> tuple[ApiSettings, str]:
-        """Return the connection's settings and key, read once, or again with ``refresh``."""
+    def _load_connection(self, refresh: bool = False, shown_as: str | None = None) -> tuple[ApiSettings, str]:
+        """
+        Return the connection's settings and key, read once, or again with ``refresh``.
+
+        :param refresh: read the connection again (after an auth error).
+        :param shown_as: the connection id that error messages name; None names it "this
+            connection" (the connection test, whose id is Airflow's random temporary one).
+        """
         if self._credentials is None or refresh:
             conn = self.get_connection(self.octopods_conn_id)
-            label = connection_label(conn_id)
+            label = connection_label(shown_as)
             key = api_key(conn, label)
             mask_secret(key)
             self._credentials = (api_settings(conn, label), key)
@@ -245,7 +246,7 @@ class OctopodsHook(HttpHook):
             :class:`~airflow_provider_octopods._calls.SendOptions` (``destination_user_name``,
             ``default_region``, ``strict_numbers``, ``max_segments``, ...).
         """
-        settings = self._load_connection(conn_id=self.octopods_conn_id)[0]
+        settings = self._load_connection(shown_as=self.octopods_conn_id)[0]
         with sent_at_most_once():
             return self._call(send_request(destination_phone, body, settings, **options))  # type: ignore[no-any-return]
 
@@ -270,10 +271,6 @@ class OctopodsHook(HttpHook):
             self.close()
             self._credentials = None
         return True, ok
-
-
-#: How the async hooks read a connection (kept here under its former name: tests replace it).
-_fetch_connection = fetch_connection
 
 
 class OctopodsAsyncHook(BaseHook):
@@ -311,7 +308,7 @@ class OctopodsAsyncHook(BaseHook):
 
     async def _load_connection(self, refresh: bool = False) -> tuple[ApiSettings, str]:
         if self._credentials is None or refresh:
-            credentials = await ConnectionCache.get(self.octopods_conn_id, _fetch_connection, refresh)
+            credentials = await ConnectionCache.get(self.octopods_conn_id, fetch_connection, refresh)
             if credentials is not self._credentials:
                 self._credentials, self._group = (
                     credentials,
