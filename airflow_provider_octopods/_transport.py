@@ -298,7 +298,11 @@ class SessionPool:
 
 
 async def send_within_budget(
-    session: aiohttp.ClientSession, send: Send, settings: ApiSettings, group: str
+    session: aiohttp.ClientSession,
+    send: Send,
+    settings: ApiSettings,
+    group: str,
+    started: float | None = None,
 ) -> Answer | Failed:
     """
     Perform ``send`` when the key's budget in this process allows, and teach the budget the answer.
@@ -316,14 +320,17 @@ async def send_within_budget(
     :param settings: the connection's settings (its base URL and ``max_requests_per_second``).
     :param group: the budget's group: :func:`~airflow_provider_octopods._budget.group_id` of the
         base URL and key.
+    :param started: when (``time.monotonic()``) the caller's limit began (default: now); the
+        time since, reading the connection for instance, counts against it.
     """
     from airflow_provider_octopods._budget import group_budget
     from airflow_provider_octopods._http import parse_retry_after
 
     budget = group_budget(group, settings.base_url, settings.max_requests_per_second)
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
+    within = None if send.within is None else max(send.within - (time.monotonic() - started), 0.0)
     try:
-        sent_at = await budget.acquire(send.within)
+        sent_at = await budget.acquire(within)
     except TimeoutError:
         return Failed(Failure.QUEUED)
     if send.within is not None:

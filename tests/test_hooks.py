@@ -316,3 +316,37 @@ def test_httphook_run_sends_data_as_the_query_of_a_get(octopods_conn):
     hook.run(f"api/v1/sms/messages/{message_id}", data={"fields": "status"})
     assert octopods_conn.requests[-1].path == f"/api/v1/sms/messages/{message_id}"
     hook.close()
+
+
+async def test_a_slow_first_read_of_the_connection_counts_against_the_callers_limit(
+    octopods_conn, monkeypatch
+):
+    """
+    A trigger passes the time left before its deadline; the first read of the connection (0.6 s
+    on Airflow 3.1, which loads its secrets backends then) must be part of it, or the first poll
+    of a short wait outlives the deadline by that long.
+    """
+    import time
+
+    from airflow_provider_octopods.hooks import octopods as hooks_module
+    from airflow_provider_octopods.testing import Hang
+
+    fetch = hooks_module.fetch_connection
+
+    async def slow_fetch(conn_id: str):
+        await asyncio.sleep(1.0)
+        return await fetch(conn_id)
+
+    monkeypatch.setattr(hooks_module, "fetch_connection", slow_fetch)
+    for name, value in octopods_conn.connection_uri_env("octopods_slow_read").items():
+        monkeypatch.setenv(name, value)
+    message = octopods_conn.add_message(Hang(30))  # accepted, never answered
+    hook = OctopodsAsyncHook("octopods_slow_read")
+    started = time.monotonic()
+    try:
+        with pytest.raises(OctopodsTransientError, match="did not answer"):
+            await hook.get_sms_status(message, timeout=0.8)
+    finally:
+        await hook.close()
+    took = time.monotonic() - started
+    assert took < 1.4, f"the call took {took:.2f} s: the read of the connection was not counted"

@@ -322,8 +322,15 @@ class OctopodsAsyncHook(BaseHook):
             session, self._session = self._session, None
             await SessionPool.release(session)
 
-    async def _call(self, request: Request) -> Any:
-        """Drive the request core: one call is one request (the caller owns retries)."""
+    async def _call(self, request: Request, started: float | None = None) -> Any:
+        """
+        Drive the request core: one call is one request (the caller owns retries).
+
+        :param request: the call.
+        :param started: when (``time.monotonic()``) the caller's limit, ``request.timeout``,
+            began; default now. Reading the connection counts against it.
+        """
+        started = time.monotonic() if started is None else started
         exchange = Exchange(request, self.octopods_conn_id)
         action = exchange.step()
         while action is not None:
@@ -331,7 +338,7 @@ class OctopodsAsyncHook(BaseHook):
             if isinstance(action, Send):
                 self._session = self._session or SessionPool.acquire()
                 settings, _ = await self._load_connection()
-                outcome = await send_within_budget(self._session, action, settings, self._group)
+                outcome = await send_within_budget(self._session, action, settings, self._group, started)
             elif isinstance(action, Load):
                 outcome = await self._load_connection(action.refresh)
             elif isinstance(action, Notice):
@@ -348,10 +355,11 @@ class OctopodsAsyncHook(BaseHook):
         :param timeout: seconds this request may take at most, if less than the connection's
             ``timeout`` (a trigger passes the time left before its deadline).
         """
+        started = time.monotonic()  # a first read of the connection counts against ``timeout``
         request = status_request(message_id, timeout)
         await self._load_connection()
         # Concurrent polls of one message in this process (many triggers on one id) share a request.
-        return await coalesce((self._group, request.path), lambda: self._call(request))
+        return await coalesce((self._group, request.path), lambda: self._call(request, started))
 
     async def send_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> SentSms:
         """
