@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from airflow_provider_octopods._core import Request, json_request
 from airflow_provider_octopods._http import SEND_PATH, status_path
 from airflow_provider_octopods._outgoing import SendRules, send_rules, with_send_facts
+from airflow_provider_octopods._wait import seconds
 from airflow_provider_octopods.exceptions import OctopodsSendUnconfirmedError, OctopodsTransientError
 from airflow_provider_octopods.models import (
     SentSms,
@@ -25,6 +26,7 @@ from airflow_provider_octopods.models import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+    from datetime import timedelta
 
     from airflow_provider_octopods._http import ApiSettings
 
@@ -146,14 +148,19 @@ def sent_at_most_once() -> Iterator[None]:
         raise unconfirmed from None
 
 
-def status_request(message_id: int | str, timeout: float | None = None) -> Request:
-    """Validate a message id and return the request of its status (shared by both hooks)."""
+def status_request(message_id: int | str, timeout: float | timedelta | None = None) -> Request:
+    """
+    Validate a message id (and a time limit) and return the request of its status (both hooks).
+
+    :param message_id: the message's id.
+    :param timeout: the most seconds (or a timedelta) the request may take, or None.
+    """
     number = validate_message_id(message_id)
     return Request(
         "GET",
         status_path(number),
         parse=lambda body: SmsStatus.from_api(body, expected_message_id=number),
-        timeout=timeout,
+        timeout=None if timeout is None else seconds(timeout, "timeout"),
     )
 
 

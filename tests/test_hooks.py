@@ -350,3 +350,16 @@ async def test_a_slow_first_read_of_the_connection_counts_against_the_callers_li
         await hook.close()
     took = time.monotonic() - started
     assert took < 1.4, f"the call took {took:.2f} s: the read of the connection was not counted"
+
+
+@pytest.mark.parametrize("timeout", [-1, "", float("nan"), "5"])
+async def test_a_bad_time_limit_names_the_argument_before_any_request(octopods_conn, timeout):
+    message = octopods_conn.add_message("delivered")
+    async with OctopodsAsyncHook() as hook:
+        with pytest.raises(OctopodsInputError, match="timeout"):
+            await hook.get_sms_status(message, timeout=timeout)
+        # A timedelta is a time limit like any other.
+        from datetime import timedelta
+
+        assert (await hook.get_sms_status(message, timeout=timedelta(seconds=5))).status == "delivered"
+    assert octopods_conn.request_count() == 1

@@ -49,6 +49,8 @@ from airflow_provider_octopods.exceptions import (
 from airflow_provider_octopods.models import SentSms, SmsStatus
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     import aiohttp
 
 __all__ = ["OctopodsAsyncHook", "OctopodsHook", "SentSms", "SmsStatus"]
@@ -346,14 +348,16 @@ class OctopodsAsyncHook(BaseHook):
             action = exchange.step(outcome)
         return exchange.result
 
-    async def get_sms_status(self, message_id: int | str, timeout: float | None = None) -> SmsStatus:
+    async def get_sms_status(
+        self, message_id: int | str, timeout: float | timedelta | None = None
+    ) -> SmsStatus:
         """
         Return the current status of an SMS (one request; transient trouble raises
         :class:`~airflow_provider_octopods.exceptions.OctopodsTransientError`).
 
         :param message_id: the ``message_id`` returned when the SMS was sent.
-        :param timeout: seconds this request may take at most, if less than the connection's
-            ``timeout`` (a trigger passes the time left before its deadline).
+        :param timeout: seconds (or a timedelta) this request may take at most, if less than the
+            connection's ``timeout`` (a trigger passes the time left before its deadline).
         """
         started = time.monotonic()  # a first read of the connection counts against ``timeout``
         request = status_request(message_id, timeout)
