@@ -399,48 +399,48 @@ async def test_concurrent_polls_of_one_message_share_one_request(octopods_conn: 
             await hook.close()
 
 
+class _GatedRequest:
+    """A request that counts its calls, says when one started and answers once released."""
+
+    def __init__(self) -> None:
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        self.started.set()
+        await self.release.wait()
+        return f"answer {self.calls}"
+
+    async def leader_and_followers(
+        self, followers: int
+    ) -> tuple[asyncio.Future[str], list[asyncio.Future[str]]]:
+        """Start one caller, wait until its request runs, then start ``followers`` more."""
+        leader = asyncio.ensure_future(coalesce(("g", 1), self))
+        await self.started.wait()
+        waiting = [asyncio.ensure_future(coalesce(("g", 1), self)) for _ in range(followers)]
+        await asyncio.sleep(0)
+        return leader, waiting
+
+
 async def test_a_cancelled_caller_does_not_cancel_the_shared_request() -> None:
-    started, release = asyncio.Event(), asyncio.Event()
-    calls = 0
-
-    async def request() -> str:
-        nonlocal calls
-        calls += 1
-        started.set()
-        await release.wait()
-        return f"answer {calls}"
-
-    leader = asyncio.ensure_future(coalesce(("g", 1), request))
-    await started.wait()
-    followers = [asyncio.ensure_future(coalesce(("g", 1), request)) for _ in range(3)]
-    await asyncio.sleep(0)
+    request = _GatedRequest()
+    leader, followers = await request.leader_and_followers(3)
     followers[0].cancel()  # a follower leaving changes nothing for the others
-    release.set()
+    request.release.set()
     assert await leader == "answer 1"
-    assert [await f for f in followers[1:]] == ["answer 1", "answer 1"] and calls == 1
+    assert [await f for f in followers[1:]] == ["answer 1", "answer 1"] and request.calls == 1
     assert followers[0].cancelled()
 
 
 async def test_when_the_caller_making_the_request_is_cancelled_a_follower_makes_it() -> None:
-    started, release = asyncio.Event(), asyncio.Event()
-    calls = 0
-
-    async def request() -> str:
-        nonlocal calls
-        calls += 1
-        started.set()
-        await release.wait()
-        return f"answer {calls}"
-
-    leader = asyncio.ensure_future(coalesce(("g", 1), request))
-    await started.wait()
-    followers = [asyncio.ensure_future(coalesce(("g", 1), request)) for _ in range(3)]
-    await asyncio.sleep(0)
-    started.clear()
+    request = _GatedRequest()
+    leader, followers = await request.leader_and_followers(3)
+    request.started.clear()
     leader.cancel()
-    await started.wait()  # a follower asked again; the others joined it
-    release.set()
-    assert [await f for f in followers] == ["answer 2"] * 3 and calls == 2  # one new request
+    await request.started.wait()  # a follower asked again; the others joined it
+    request.release.set()
+    assert [await f for f in followers] == ["answer 2"] * 3 and request.calls == 2  # one new request
 
 
 def _get(url: str, key: str) -> tuple[int, dict[str, str]]:
