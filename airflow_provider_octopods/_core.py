@@ -143,7 +143,7 @@ class Send:
 
     method: str
     url: str
-    headers: dict[str, str]
+    headers: dict[str, str] = field(repr=False)  # the key travels here: never in a repr
     body: bytes | None
     connect_timeout: float
     timeout: float

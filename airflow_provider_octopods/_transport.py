@@ -1,13 +1,14 @@
 """
-The two transports of the request core: they move bytes and name failures, nothing else.
+The transports of the request core: they move bytes and name failures, nothing else.
 
-:func:`send_with_requests` (sync hook) and :func:`send_with_aiohttp` (async hook) perform one
-:class:`~airflow_provider_octopods._core.Send` and return an
+:func:`send_with_requests` (sync hook), :func:`send_with_aiohttp` and the keep-alive client of
+:mod:`airflow_provider_octopods._keepalive` (async hook; :meth:`Clients.send` picks one) perform
+one :class:`~airflow_provider_octopods._core.Send` and return an
 :class:`~airflow_provider_octopods._core.Answer` or a :class:`~airflow_provider_octopods._core.Failed`
 whose :class:`~airflow_provider_octopods._core.Failure` says what went wrong. What that means
 (sent or not, retry or not, which error) is decided by :mod:`airflow_provider_octopods._core`.
-Neither reads the environment: the proxy (``HTTP(S)_PROXY``, ``NO_PROXY``) and the CA bundle come
-in the ``Send``, decided once for both by :mod:`airflow_provider_octopods._http`.
+None reads the environment: the proxy (``HTTP(S)_PROXY``, ``NO_PROXY``) and the CA bundle come
+in the ``Send``, decided once for all by :mod:`airflow_provider_octopods._http`.
 """
 
 from __future__ import annotations
@@ -253,52 +254,90 @@ class ConnectionCache:
             entries[conn_id] = (time.monotonic() + cls.TTL, task.result())
 
 
-class SessionPool:
+class Clients:
     """
-    One ``aiohttp.ClientSession`` per event loop, shared by every async hook on that loop.
+    The HTTP clients of one event loop, shared by every async hook on it.
 
-    A triggerer running a thousand Octopods triggers keeps one connection pool with keep-alive
+    :attr:`keepalive` (:mod:`airflow_provider_octopods._keepalive`) carries the GET requests that go
+    to Octopods directly: the polls, where a triggerer spends its CPU. :meth:`session`, an
+    ``aiohttp`` session made on first use, carries the rest: sends, and requests through a proxy.
+    Neither keeps cookies or reads the environment (no ``trust_env``): the proxy and the key are
+    set per request by the request core.
+    """
+
+    def __init__(self) -> None:
+        from airflow_provider_octopods._keepalive import KeepAlivePool
+
+        self.keepalive = KeepAlivePool()
+        self.closed = False
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        """Return the ``aiohttp`` session, made on first use (one connection pool with keep-alive)."""
+        if self._session is None:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=90, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def send(self, send: Send) -> Answer | Failed:
+        """
+        Perform ``send`` with the client that serves it: the keep-alive client for a direct GET.
+
+        :param send: the request.
+        """
+        if send.method == "GET" and send.proxy is None:
+            return await self.keepalive.request(send)
+        return await send_with_aiohttp(self.session(), send)
+
+    async def close(self) -> None:
+        """Close both clients' connections."""
+        self.closed = True
+        self.keepalive.close()
+        if self._session is not None:
+            await self._session.close()
+
+
+class ClientPool:
+    """
+    One :class:`Clients` per event loop, shared by every async hook on that loop.
+
+    A triggerer running a thousand Octopods triggers keeps one set of kept-alive connections
     instead of a session (and a TCP connection) per trigger or per poll. Hooks take a reference
-    with :meth:`acquire` and give it back with :meth:`release`; the last one out closes the
-    session. The session has no cookie jar and reads nothing from the environment (no
-    ``trust_env``): the proxy and the key are set per request by the request core, never on the
-    session.
+    with :meth:`acquire` and give it back with :meth:`release`; the last one out closes them.
     """
 
     _entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
 
     @classmethod
-    def acquire(cls) -> aiohttp.ClientSession:
-        import aiohttp
-
+    def acquire(cls) -> Clients:
         loop = asyncio.get_running_loop()
         entry = cls._entries.get(loop)
         if entry is None or entry[0].closed:
-            connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=90, ttl_dns_cache=300)
-            session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
-            entry = cls._entries[loop] = [session, 0]
+            entry = cls._entries[loop] = [Clients(), 0]
         entry[1] += 1
-        return entry[0]
+        return entry[0]  # type: ignore[no-any-return]
 
     @classmethod
-    async def release(cls, session: aiohttp.ClientSession) -> None:
+    async def release(cls, clients: Clients) -> None:
         loop = asyncio.get_running_loop()
         entry = cls._entries.get(loop)
-        if entry is None or entry[0] is not session:
-            await session.close()
+        if entry is None or entry[0] is not clients:
+            await clients.close()
             return
         entry[1] -= 1
         if entry[1] <= 0:
             del cls._entries[loop]
-            await session.close()
+            await clients.close()
 
 
 async def send_within_budget(
-    session: aiohttp.ClientSession,
+    clients: Clients,
     send: Send,
     settings: ApiSettings,
     group: str,
@@ -315,7 +354,7 @@ async def send_within_budget(
     its deadline): a request that gets no slot within it is not sent (``Failure.QUEUED``), and one
     that does gets only what is left of it. A deadline is never overrun by the queue.
 
-    :param session: the shared session of the event loop.
+    :param clients: the shared clients of the event loop.
     :param send: the request.
     :param settings: the connection's settings (its base URL and ``max_requests_per_second``).
     :param group: the budget's group: :func:`~airflow_provider_octopods._budget.group_id` of the
@@ -338,7 +377,7 @@ async def send_within_budget(
         if left < send.timeout:
             left = max(left, 0.001)
             send = dataclasses.replace(send, timeout=left, connect_timeout=min(send.connect_timeout, left))
-    outcome = await send_with_aiohttp(session, send)
+    outcome = await clients.send(send)
     if isinstance(outcome, Answer):
         budget.on_answer(outcome.status, parse_retry_after(outcome.headers.get("Retry-After")), sent_at)
     else:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from airflow_provider_octopods._transport import SessionPool
+from airflow_provider_octopods._transport import ClientPool
 from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,
     OctopodsBadRequestError,
@@ -178,15 +178,15 @@ async def test_async_hooks_share_one_session_and_connection_per_loop(octopods_co
         await asyncio.gather(*(h.get_sms_status(i) for h, i in zip(hooks, ids, strict=True)))
         await asyncio.sleep(0.01)
 
-    sessions = {id(h._session) for h in hooks}
+    sessions = {id(h._clients) for h in hooks}
     assert len(sessions) == 1
     assert octopods_conn.request_count() == 60
     assert octopods_conn.connections_opened <= 20
-    session = hooks[0]._session
+    session = hooks[0]._clients
     for hook in hooks:
         await hook.close()
     assert session is not None and session.closed
-    assert asyncio.get_running_loop() not in SessionPool._entries
+    assert asyncio.get_running_loop() not in ClientPool._entries
 
 
 async def test_async_hook_errors(octopods_conn):

@@ -1,11 +1,13 @@
 """
-One table of faults through both transports of the request core, against real servers on 127.0.0.1.
+One table of faults through every transport of the request core, against real servers on 127.0.0.1.
 
-Every row is run with the sync hook (``requests``) and the async hook (``aiohttp``), one request
-each (no retries), and both must come to the SAME outcome: the error type, ``request_sent``,
-``retry_after``, ``status_code``, the message, word for word, and how many requests reached the
-server. That equality is what keeps the two transports from drifting apart again; the row's
-expectation then pins what that outcome is.
+Every row is run with the sync hook (``requests``), the async hook with every request forced
+through ``aiohttp``, and the async hook as it ships (``keepalive``: its GET requests to Octopods
+go through :mod:`airflow_provider_octopods._keepalive`, sends and proxied requests through
+``aiohttp``), one request each (no retries), and all must come to the SAME outcome: the error
+type, ``request_sent``, ``retry_after``, ``status_code``, the message, word for word, and how many
+requests reached the server. That equality is what keeps the transports from drifting apart; the
+row's expectation then pins what that outcome is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from airflow_provider_octopods._http import MAX_RESPONSE_BYTES
+from airflow_provider_octopods._transport import Clients, send_with_aiohttp
 from airflow_provider_octopods.exceptions import OctopodsApiError, OctopodsError
 from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook
 from airflow_provider_octopods.testing import Hang, Reply, Reset
@@ -37,9 +40,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
+    from airflow_provider_octopods._core import Answer, Failed, Send
     from airflow_provider_octopods.testing import OctopodsSimulator
 
-TRANSPORTS = ["requests", "aiohttp"]
+TRANSPORTS = ["requests", "aiohttp", "keepalive"]
 PROXY_VARIABLES = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"]
 PHONE = "+12015550123"
 #: Seconds per request: ample for a busy machine, short enough for the stalled-read row.
@@ -115,8 +119,16 @@ def env(octopods_conn: OctopodsSimulator, monkeypatch: pytest.MonkeyPatch, tmp_p
         yield environment
 
 
+async def _only_aiohttp(clients: Clients, send: Send) -> Answer | Failed:
+    return await send_with_aiohttp(clients.session(), send)
+
+
 def call(transport: str, what: str, message_id: int) -> Any:
     """Make one call (no retries) with the hook of ``transport``."""
+    if transport == "aiohttp":
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Clients, "send", _only_aiohttp)
+            return call("async", what, message_id)
     if transport == "requests":
         hook = OctopodsHook(max_retries=0)
         try:
@@ -442,7 +454,7 @@ def test_both_transports_come_to_the_same_outcome(row: Row, env: Env, monkeypatc
             env.sim.inject(row.setup.make(env))
         outcomes[transport] = outcome_of(env, transport, row.what)
 
-    assert outcomes["requests"] == outcomes["aiohttp"]
+    assert outcomes["requests"] == outcomes["aiohttp"] == outcomes["keepalive"], outcomes
     got = outcomes["requests"]
     assert got.error == row.error, got
     assert re.fullmatch(row.message, got.message, flags=re.DOTALL), got.message
@@ -460,11 +472,33 @@ def test_the_proxy_rows_went_through_the_proxy(env: Env):
     for transport in TRANSPORTS:
         assert outcome_of(env, transport, "status").error == "ok"
     assert env.proxy is not None
-    assert [seen.split(" ")[0] for seen in env.proxy.seen] == ["CONNECT", "CONNECT"]
+    assert [seen.split(" ")[0] for seen in env.proxy.seen] == ["CONNECT"] * len(TRANSPORTS)
 
     env.proxy.seen.clear()
     env.connect(env.sim.url)
     for transport in TRANSPORTS:
         assert outcome_of(env, transport, "status").error == "ok"
-    assert [seen.split(" ")[0] for seen in env.proxy.seen] == ["GET", "GET"]
+    assert [seen.split(" ")[0] for seen in env.proxy.seen] == ["GET"] * len(TRANSPORTS)
     assert all(seen.split(" ")[1].startswith(env.sim.url) for seen in env.proxy.seen)
+
+
+def test_the_async_hook_polls_through_the_keepalive_client_and_sends_through_aiohttp(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+):
+    from airflow_provider_octopods import _keepalive, _transport
+
+    used: list[str] = []
+    for module, name in [(_transport, "send_with_aiohttp"), (_keepalive.KeepAlivePool, "request")]:
+        original = getattr(module, name)
+
+        def spy(*args: Any, _original: Any = original, _name: str = name) -> Any:
+            used.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(module, name, spy)
+
+    assert outcome_of(env, "keepalive", "status").error == "ok"
+    assert outcome_of(env, "keepalive", "send").error == "ok"
+    through_forward_proxy(env)
+    assert outcome_of(env, "keepalive", "status").error == "ok"
+    assert used == ["request", "send_with_aiohttp", "send_with_aiohttp"]

@@ -149,19 +149,19 @@ async def test_unknown_status_warns_and_polls_on(octopods_conn, caplog, capfd):
 
 
 async def test_the_shared_session_is_closed_when_the_trigger_is_cancelled(octopods_conn):
-    from airflow_provider_octopods._transport import SessionPool
+    from airflow_provider_octopods._transport import ClientPool
 
     message_id = octopods_conn.add_message("queued")
     trigger = OctopodsSmsDeliveryTrigger(message_id, end_time=time.time() + 30, **FAST)
     task = asyncio.ensure_future(first_event(trigger))
     await asyncio.sleep(0.2)
-    assert asyncio.get_running_loop() in SessionPool._entries
+    assert asyncio.get_running_loop() in ClientPool._entries
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    assert asyncio.get_running_loop() not in SessionPool._entries
+    assert asyncio.get_running_loop() not in ClientPool._entries
 
 
 async def test_polls_back_off_to_the_cap(octopods_conn):

@@ -34,8 +34,9 @@ from airflow_provider_octopods._http import (
     connection_label,
 )
 from airflow_provider_octopods._transport import (
+    ClientPool,
+    Clients,
     ConnectionCache,
-    SessionPool,
     fetch_connection,
     send_with_requests,
     send_within_budget,
@@ -50,8 +51,6 @@ from airflow_provider_octopods.models import SentSms, SmsStatus
 
 if TYPE_CHECKING:
     from datetime import timedelta
-
-    import aiohttp
 
 __all__ = ["OctopodsAsyncHook", "OctopodsHook", "SentSms", "SmsStatus"]
 
@@ -279,9 +278,9 @@ class OctopodsAsyncHook(BaseHook):
     """
     Talk to the Octopods SMS API from asyncio code (triggers).
 
-    Requests go through one pooled ``aiohttp`` session shared by all hooks on the event loop;
-    call :meth:`close` (or use ``async with``) when done. One call is one request: the caller
-    (the trigger) owns the polling schedule and backoff. The connection is read without blocking
+    Requests go through kept-alive connections shared by all hooks on the event loop
+    (:class:`~airflow_provider_octopods._transport.Clients`); call :meth:`close` (or use
+    ``async with``) when done. One call is one request: the caller (the trigger) owns the polling schedule and backoff. The connection is read without blocking
     the event loop, once, and again only if Octopods rejects the key (a rotated key is picked up).
 
     :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>` to use.
@@ -295,7 +294,7 @@ class OctopodsAsyncHook(BaseHook):
     def __init__(self, octopods_conn_id: str = default_conn_name) -> None:
         super().__init__()
         self.octopods_conn_id = octopods_conn_id
-        self._session: aiohttp.ClientSession | None = None
+        self._clients: Clients | None = None
         self._credentials: tuple[ApiSettings, str] | None = None
         self._group = ""  # group_id() of the credentials' base URL and key
 
@@ -319,10 +318,10 @@ class OctopodsAsyncHook(BaseHook):
         return self._credentials
 
     async def close(self) -> None:
-        """Give the shared session back; the last hook on the event loop closes it."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await SessionPool.release(session)
+        """Give the shared clients back; the last hook on the event loop closes them."""
+        if self._clients is not None:
+            clients, self._clients = self._clients, None
+            await ClientPool.release(clients)
 
     async def _call(self, request: Request, started: float | None = None) -> Any:
         """
@@ -338,9 +337,9 @@ class OctopodsAsyncHook(BaseHook):
         while action is not None:
             outcome: Any = None
             if isinstance(action, Send):
-                self._session = self._session or SessionPool.acquire()
+                self._clients = self._clients or ClientPool.acquire()
                 settings, _ = await self._load_connection()
-                outcome = await send_within_budget(self._session, action, settings, self._group, started)
+                outcome = await send_within_budget(self._clients, action, settings, self._group, started)
             elif isinstance(action, Load):
                 outcome = await self._load_connection(action.refresh)
             elif isinstance(action, Notice):
