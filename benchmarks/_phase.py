@@ -13,6 +13,10 @@ Sides (``spec["side"]``):
 - ``octopods-batch``: ONE trigger on every message id, on the fixed schedule.
 - ``http``: one :class:`TerminalStatusHttpSensorTrigger` per message (``HttpSensorTrigger`` of the
   http provider with a response check, see below), polling every ``poll_interval`` seconds.
+- ``floor``: no trigger at all: per message, a loop that sleeps ``poll_interval`` seconds and
+  GETs the status with the provider's keep-alive client (:mod:`airflow_provider_octopods._keepalive`,
+  one pool for all) and decodes the JSON. The least a poll can cost in this harness; the
+  ``octopods`` side's excess over it is what the provider's own layers cost.
 
 The harness does what the triggerer does with a trigger (``async for event in trigger.run()``,
 one asyncio task per trigger, one event loop). Each wait starts after its offset, so the polls
@@ -33,6 +37,7 @@ import json
 import resource
 import sys
 import time
+import weakref
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,9 +148,43 @@ def succeeded(side: str, event: TriggerEvent) -> bool:
     )
 
 
-async def _wait(side: str, ids: list[int], poll_interval: float, offset: float) -> tuple[float, bool, int]:
+_floor_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+def _floor_pool() -> Any:
+    """The ``floor`` side's one keep-alive pool on the running event loop."""
+    from airflow_provider_octopods._keepalive import KeepAlivePool
+
+    loop = asyncio.get_running_loop()
+    pool = _floor_pools.get(loop)
+    if pool is None:
+        pool = _floor_pools[loop] = KeepAlivePool()
+    return pool
+
+
+async def _floor_wait(url: str, message_id: int, poll_interval: float) -> tuple[float, bool, int]:
+    """The ``floor`` side: GET and decode the status every ``poll_interval`` s until it is final."""
+    from airflow_provider_octopods._core import Answer, Send
+    from airflow_provider_octopods.models import TERMINAL_STATUSES
+    from benchmarks._common import BENCH_KEY
+
+    headers = {"X-Octopods-Auth": BENCH_KEY, "Accept": "application/json"}
+    send = Send("GET", f"{url}/api/v1/sms/messages/{message_id}", headers, None, 10.0, 30.0, None)
+    while True:
+        answer = await _floor_pool().request(send)
+        status = str(json.loads(answer.body).get("status", "")).lower() if isinstance(answer, Answer) else ""
+        if status in TERMINAL_STATUSES:
+            return time.time(), status == "delivered", len(answer.body)
+        await asyncio.sleep(poll_interval)
+
+
+async def _wait(
+    side: str, ids: list[int], poll_interval: float, offset: float, url: str = ""
+) -> tuple[float, bool, int]:
     """Start after ``offset``, wait like the triggerer, return (event time, success, event size)."""
     await asyncio.sleep(offset)
+    if side == "floor":
+        return await _floor_wait(url, ids[0], poll_interval)
     trigger = make_trigger(side, ids, poll_interval)
     async for event in trigger.run():
         return time.time(), succeeded(side, event), len(json.dumps(event.payload))
@@ -215,7 +254,7 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     # Warm up: one complete wait on a delivered message loads every lazy import and code path.
     warm_ids, _ = admin.create_messages([0.0] * (2 if side == "octopods-batch" else 1))
-    _, ok, _ = await _wait(side, warm_ids, interval, 0.0)
+    _, ok, _ = await _wait(side, warm_ids, interval, 0.0, spec["url"])
     if not ok:
         raise RuntimeError(f"The {side} warm-up wait did not succeed.")
     gc.collect()
@@ -234,7 +273,7 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         due = [created_at + max(delays)]
     else:
         waits = [
-            asyncio.create_task(_wait(side, [message_id], interval, offset))
+            asyncio.create_task(_wait(side, [message_id], interval, offset, spec["url"]))
             for message_id, offset in zip(ids, offsets, strict=True)
         ]
         due = [created_at + d for d in delays]

@@ -29,13 +29,18 @@ from typing import Any
 
 from benchmarks._common import Machine, SimulatorProcess, add_workload_arguments, ratio, run_phase
 
-SIDES = {"octopods": "OctopodsSmsDeliveryTrigger", "http": "HttpSensorTrigger (+ status check)"}
+SIDES = {
+    "octopods": "OctopodsSmsDeliveryTrigger",
+    "http": "HttpSensorTrigger (+ status check)",
+    "floor": "floor: bare keep-alive GET",
+}
 
 #: The issue's targets, checked (and printed) at the end of a run.
 TARGET_CONNECTIONS_RATIO = 5.0
 TARGET_CPU_RATIO = 2.0
 TARGET_LAG_P99_MS = 50.0
 TARGET_KB_PER_TRIGGER = 50.0
+TARGET_CPU_SHARE_N1000 = 0.25
 
 
 def derive(main: dict[str, Any], probe: dict[str, Any] | None) -> dict[str, Any]:
@@ -119,8 +124,8 @@ def table(n: int, figures: dict[str, dict[str, Any]], workload: str) -> str:
     return "\n".join(lines)
 
 
-def summary(n: int, octo: dict[str, Any], http: dict[str, Any]) -> str:
-    """Return the one-line ratio summary of one N."""
+def summary(n: int, octo: dict[str, Any], http: dict[str, Any], floor: dict[str, Any] | None = None) -> str:
+    """Return the one-line ratio summary of one N (with the floor side's figures, if it ran)."""
     conn = ratio(http["connections_per_poll"], octo["connections_per_poll"])
     cpu = ratio(http["cpu_per_poll_us"], octo["cpu_per_poll_us"])
     marginal = f" ({ratio(http['net_cpu_per_poll_us'], octo['net_cpu_per_poll_us']):.1f}x net of the harness"
@@ -129,11 +134,18 @@ def summary(n: int, octo: dict[str, Any], http: dict[str, Any]) -> str:
             f", {ratio(http['marginal_cpu_per_poll_us'], octo['marginal_cpu_per_poll_us']):.1f}x marginal"
         )
     marginal += ")"
-    return (
+    line = (
         f"octopods vs HttpSensorTrigger @N={n}: {conn:.1f}x fewer connections, {cpu:.1f}x less CPU/poll"
         f"{marginal}, lag p99 {octo['lag_p99_ms']:.0f} ms (vs {http['lag_p99_ms']:.0f} ms), "
         f"{octo['kb_per_trigger']:.0f} KB/trigger (vs {http['kb_per_trigger']:.0f} KB)"
     )
+    if floor is not None:
+        line += (
+            f"; CPU per poll net of the harness: octopods {octo['net_cpu_per_poll_us']:.0f} µs = floor "
+            f"{floor['net_cpu_per_poll_us']:.0f} + provider {octo['net_cpu_per_poll_us'] - floor['net_cpu_per_poll_us']:.0f}; "
+            f"floor / http = {floor['net_cpu_per_poll_us'] / max(http['net_cpu_per_poll_us'], 1e-9):.2f}"
+        )
+    return line
 
 
 def check_targets(n: int, octo: dict[str, Any], http: dict[str, Any]) -> list[str]:
@@ -156,6 +168,12 @@ def check_targets(n: int, octo: dict[str, Any], http: dict[str, Any]) -> list[st
         checks.append(
             (f"lag p99 < {TARGET_LAG_P99_MS:g} ms at N=1000", octo["lag_p99_ms"] < TARGET_LAG_P99_MS)
         )
+        checks.append(
+            (
+                f"CPU per poll <= {TARGET_CPU_SHARE_N1000:g}x HttpSensorTrigger's at N=1000 (issue 14)",
+                octo["cpu_per_poll_us"] <= TARGET_CPU_SHARE_N1000 * http["cpu_per_poll_us"],
+            )
+        )
     return [f"  {'PASS' if ok else 'MISS'} @N={n}: {what}" for what, ok in checks]
 
 
@@ -172,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         metavar="DIR",
         help="profile each side's waits with cProfile into DIR/<side>-<n>.prof (figures then not comparable)",
+    )
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        choices=list(SIDES),
+        default=list(SIDES),
+        help="what to run (octopods and http are needed for the ratios; floor is the bare-GET baseline)",
     )
     add_workload_arguments(parser)
     args = parser.parse_args(argv)
@@ -204,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             probe = dict(base, min_delivery=0.0, max_delivery=0.0)
             raw: dict[str, Any] = {}
             figures: dict[str, dict[str, Any]] = {}
-            for side in SIDES:
+            for side in args.sides:
                 raw[side] = run_phase(dict(wait, side=side), sim.url, in_process=args.in_process)
                 if not args.no_probe:
                     raw[f"{side}-probe"] = run_phase(
@@ -215,12 +240,12 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(table(n, figures, workload))
             print(f"\n(load average after N = {n}: {Machine.here().load})")
-            line = summary(n, figures["octopods"], figures["http"])
+            line = summary(n, figures["octopods"], figures["http"], figures.get("floor"))
             summaries.append(line)
             targets += check_targets(n, figures["octopods"], figures["http"])
             print()
             print(line, flush=True)
-    print(f"\nTargets (issue 6), run took {time.monotonic() - started:.0f} s:")
+    print(f"\nTargets (issues 6 and 14), run took {time.monotonic() - started:.0f} s:")
     print("\n".join(targets))
     if args.json:
         with open(args.json, "w") as out:

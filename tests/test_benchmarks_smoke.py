@@ -32,8 +32,9 @@ def test_triggerer_scale_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = _run(triggerer_scale.main, ["--n", "5", *TOY, "--json", str(tmp_path / "r.json")], capsys)
     assert "octopods vs HttpSensorTrigger @N=5:" in out.splitlines()[-1]
     figures = json.loads((tmp_path / "r.json").read_text())["runs"]["5"]["figures"]
-    octo, http = figures["octopods"], figures["http"]
-    for side in (octo, http):
+    octo, http, floor = figures["octopods"], figures["http"], figures["floor"]
+    assert "= floor" in out.splitlines()[-1]
+    for side in (octo, http, floor):
         assert side["failed_waits"] == 0
         assert side["polls"] >= 5  # at least one poll per wait
         assert side["lifecycle_cpu_us"] >= 0 and side["cpu_per_poll_us"] > 0
