@@ -52,10 +52,15 @@ IDLE_SECONDS = 50.0
 #: The largest status line plus headers accepted.
 MAX_HEAD_BYTES = 64 * 1024
 
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: [^\r\n]*)?")
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([1-9][0-9]{2})(?: [^\r\n]*)?")
+_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN = re.compile(_TOKEN_CHARS)
+#: The header lines of an answer, checked in one pass: ``name: value`` lines, nothing folded.
+_HEADER_LINES = re.compile(rf"{_TOKEN_CHARS}:[^\r\n]*(?:\r\n{_TOKEN_CHARS}:[^\r\n]*)*")
 #: What a header value we send may hold: visible characters, spaces and tabs, nothing else.
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+#: What a request's path and query may hold: visible characters, no space.
+_TARGET = re.compile(r"/[\x21-\x7e\x80-\xff]*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})(?:;[^\r\n]*)?")
 _NO_BODY = frozenset({204, 304})
 
@@ -241,9 +246,9 @@ class _Connection(asyncio.Protocol):
             return False
         if end > MAX_HEAD_BYTES:
             raise _Broken("the answer's head is too large")
-        lines = bytes(self._buffer[:end]).split(b"\r\n")
+        status_line, _, lines = self._buffer[:end].decode("latin-1").partition("\r\n")
         del self._buffer[: end + 4]
-        matched = _STATUS_LINE.fullmatch(lines[0])
+        matched = _STATUS_LINE.fullmatch(status_line)
         if matched is None:
             raise _Broken("the answer's status line is not HTTP/1.x")
         status = int(matched[2])
@@ -251,15 +256,13 @@ class _Connection(asyncio.Protocol):
             if status == 101:
                 raise _Broken("the server switched protocols")
             return True  # an informational answer (100 Continue, 103 Early Hints): the real one follows
-        headers: CIMultiDict[str] = CIMultiDict()
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or _TOKEN.fullmatch(name) is None:
-                raise _Broken("the answer has a malformed header line")
-            headers.add(name.decode("ascii"), value.strip(b" \t").decode("latin-1"))
+        if lines and _HEADER_LINES.fullmatch(lines) is None:
+            raise _Broken("the answer has a malformed header line")
+        fields = (line.partition(":") for line in lines.split("\r\n")) if lines else ()
+        headers: CIMultiDict[str] = CIMultiDict([(name, value.strip(" \t")) for name, _, value in fields])
         self._status, self._headers = status, headers
         connection = headers.get("Connection", "").lower()
-        self._keep_alive = matched[1] == b"1" and "close" not in connection
+        self._keep_alive = matched[1] == "1" and "close" not in connection
         self._frame(status, headers)
         return True
 
@@ -372,21 +375,29 @@ def encode_request(send: Send) -> tuple[bytes, str]:
     slash = rest.find("/")
     netloc, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
     target = target.partition("#")[0]
-    host = netloc.rpartition("@")[2]
-    if _FIELD_VALUE.fullmatch(target) is None or " " in target or "\t" in target:
+    if _TARGET.fullmatch(target) is None:
         raise ValueError("The request's path holds a space or a control character.")
-    lines = [f"{send.method} {target} HTTP/1.1", f"Host: {host}"]
-    for name, value in send.headers.items():
-        if (
-            _TOKEN.fullmatch(name.encode("latin-1", "replace")) is None
-            or _FIELD_VALUE.fullmatch(value) is None
-        ):
-            raise ValueError(f"The header {name!r:.40} holds a line break or a control character.")
-        lines.append(f"{name}: {value}")
+    fields = _header_lines(netloc.rpartition("@")[2], tuple(send.headers.items()))
     if send.body is not None:
-        lines.append(f"Content-Length: {len(send.body)}")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        fields += b"Content-Length: %d\r\n" % len(send.body)
+    head = f"{send.method} {target} HTTP/1.1\r\n".encode("latin-1") + fields + b"\r\n"
     return (head + send.body if send.body else head), f"{scheme}://{netloc}"
+
+
+@lru_cache(maxsize=64)
+def _header_lines(host: str, headers: tuple[tuple[str, str], ...]) -> bytes:
+    """
+    Return the ``Host`` and ``headers`` lines, checked: once per set of headers, not per request.
+
+    :param host: the ``host[:port]`` of the URL.
+    :param headers: the request's headers, as items.
+    """
+    lines = [f"Host: {host}\r\n"]
+    for name, value in headers:
+        if _TOKEN.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
+            raise ValueError(f"The header {name!r:.40} holds a line break or a control character.")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
 
 
 class KeepAlivePool:

@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(table(n, figures, workload))
             print(f"\n(load average after N = {n}: {Machine.here().load})")
+            if "octopods" not in figures or "http" not in figures:
+                continue  # the ratios need both sides
             line = summary(n, figures["octopods"], figures["http"], figures.get("floor"))
             summaries.append(line)
             targets += check_targets(n, figures["octopods"], figures["http"])
