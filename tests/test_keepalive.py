@@ -52,6 +52,8 @@ class ScriptedServer:
     dribble: bool = False
     close_after: int | None = None
     delay: float = 0.0
+    byte_delay: float = 0.0
+    host: str = "127.0.0.1"
     connections: int = 0
     requests: list[bytes] = field(default_factory=list)
     url: str = ""
@@ -81,7 +83,7 @@ class ScriptedServer:
                     for i in range(len(answer)):
                         writer.write(answer[i : i + 1])
                         await writer.drain()
-                        await asyncio.sleep(0)
+                        await asyncio.sleep(self.byte_delay)
                 else:
                     writer.write(answer)
                     await writer.drain()
@@ -92,9 +94,9 @@ class ScriptedServer:
             writer.close()
 
     async def __aenter__(self) -> ScriptedServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, self.host, 0)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{'[' + self.host + ']' if ':' in self.host else self.host}:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -304,6 +306,31 @@ async def test_a_stalled_answer_times_out_and_the_connection_is_dropped(pool: Ke
         assert 0.25 <= took < 1.5
         assert isinstance(await pool.request(get(server.url)), Answer)
     assert server.connections == 2
+
+
+async def test_a_trickling_answer_cannot_outlast_the_timeout(pool: KeepAlivePool):
+    # One byte every 50 ms: each read is quick, the whole answer is not. The timeout bounds the
+    # whole request, not the gap between reads.
+    async with ScriptedServer([sized(BODY)], dribble=True, byte_delay=0.05) as server:
+        started = asyncio.get_running_loop().time()
+        outcome = await pool.request(get(server.url, timeout=0.5))
+        took = asyncio.get_running_loop().time() - started
+    assert outcome == Failed(Failure.TIMEOUT)
+    assert took < 1.5
+
+
+async def test_an_ipv6_literal_host(pool: KeepAlivePool):
+    try:
+        server = ScriptedServer([sized(BODY)], host="::1")
+        await server.__aenter__()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    try:
+        answer = await pool.request(get(server.url))
+    finally:
+        await server.__aexit__()
+    assert isinstance(answer, Answer) and answer.body == BODY
+    assert f"\r\nHost: {server.url.split('//')[1]}\r\n".encode() in server.requests[0]
 
 
 async def test_a_refused_connection_is_a_connect_failure(pool: KeepAlivePool):
