@@ -57,11 +57,21 @@ class Failure(Enum):
     BROKEN = "the connection broke"
     #: The key's request budget in this process (``_budget``) had no slot within the caller's limit.
     QUEUED = "the key's request budget in this process had no free slot in time"
+    #: The caller's limit (``Send.within``) was used up before the request could leave.
+    EXPIRED = "the time allowed for the call ran out before the request could leave"
 
 
 #: Failures before the request was written: Octopods certainly did not process it.
 NOT_SENT = frozenset(
-    {Failure.DNS, Failure.CONNECT, Failure.PROXY, Failure.TLS, Failure.CERTIFICATE, Failure.QUEUED}
+    {
+        Failure.DNS,
+        Failure.CONNECT,
+        Failure.PROXY,
+        Failure.TLS,
+        Failure.CERTIFICATE,
+        Failure.QUEUED,
+        Failure.EXPIRED,
+    }
 )
 
 
@@ -218,8 +228,9 @@ def failure_error(failed: Failed, settings: ApiSettings, send: Send, path: str) 
             "private CA signs it, set the connection's extra \"verify\" to the path of that CA's "
             "bundle (PEM); check the host name and the machine's clock otherwise."
         )
-    if failed.kind is Failure.QUEUED:
-        return OctopodsThrottledError(
+    if failed.kind in (Failure.QUEUED, Failure.EXPIRED):
+        error = OctopodsThrottledError if failed.kind is Failure.QUEUED else OctopodsTransientError
+        return error(
             f"Did not ask Octopods at {settings.base_url}: {failed.kind.value}, so nothing was sent.",
             request_sent=False,
         )

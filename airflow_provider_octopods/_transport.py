@@ -367,15 +367,18 @@ async def send_within_budget(
 
     budget = group_budget(group, settings.base_url, settings.max_requests_per_second)
     started = time.monotonic() if started is None else started
-    within = None if send.within is None else max(send.within - (time.monotonic() - started), 0.0)
+    within = None if send.within is None else send.within - (time.monotonic() - started)
+    if within is not None and within <= 0:
+        return Failed(Failure.EXPIRED)  # e.g. a slow first read of the connection used it all
     try:
         sent_at = await budget.acquire(within)
     except TimeoutError:
         return Failed(Failure.QUEUED)
     if send.within is not None:
         left = send.within - (time.monotonic() - started)
+        if left <= 0:
+            return Failed(Failure.EXPIRED)
         if left < send.timeout:
-            left = max(left, 0.001)
             send = dataclasses.replace(send, timeout=left, connect_timeout=min(send.connect_timeout, left))
     outcome = await clients.send(send)
     if isinstance(outcome, Answer):

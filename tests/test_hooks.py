@@ -338,18 +338,30 @@ async def test_a_slow_first_read_of_the_connection_counts_against_the_callers_li
         return await fetch(conn_id)
 
     monkeypatch.setattr(hooks_module, "fetch_connection", slow_fetch)
-    for name, value in octopods_conn.connection_uri_env("octopods_slow_read").items():
-        monkeypatch.setenv(name, value)
+    for conn_id in ("octopods_slow_read", "octopods_slow_read_2"):
+        for name, value in octopods_conn.connection_uri_env(conn_id).items():
+            monkeypatch.setenv(name, value)
     message = octopods_conn.add_message(Hang(30))  # accepted, never answered
-    hook = OctopodsAsyncHook("octopods_slow_read")
+
+    # The read takes longer than the whole limit: the request is not sent at all.
     started = time.monotonic()
-    try:
-        with pytest.raises(OctopodsTransientError, match="did not answer"):
+    async with OctopodsAsyncHook("octopods_slow_read") as hook:
+        with pytest.raises(OctopodsTransientError, match="the time allowed for the call ran out") as err:
             await hook.get_sms_status(message, timeout=0.8)
-    finally:
-        await hook.close()
+    assert err.value.request_sent is False
+    assert octopods_conn.request_count() == 0
     took = time.monotonic() - started
     assert took < 1.4, f"the call took {took:.2f} s: the read of the connection was not counted"
+
+    # A limit that outlasts the read leaves the request what is left of it (the message names
+    # the caller's limit: the call as a whole had 1.3 s).
+    started = time.monotonic()
+    async with OctopodsAsyncHook("octopods_slow_read_2") as hook:
+        with pytest.raises(OctopodsTransientError, match=r"did not answer .* within 1\.3 s"):
+            await hook.get_sms_status(message, timeout=1.3)
+    assert octopods_conn.request_count() == 1
+    took = time.monotonic() - started
+    assert took < 1.8, f"the call took {took:.2f} s: the read of the connection was not counted"
 
 
 @pytest.mark.parametrize("timeout", [-1, "", float("nan"), "5"])
