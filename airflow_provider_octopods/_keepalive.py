@@ -411,6 +411,7 @@ class KeepAlivePool:
     def __init__(self, limit: int = MAX_CONNECTIONS, idle_seconds: float = IDLE_SECONDS) -> None:
         self.idle_seconds = idle_seconds
         self.opened = 0
+        self.closed = False
         self._slots = asyncio.Semaphore(limit)
         self._idle: dict[tuple[Any, ...], list[_Connection]] = {}
 
@@ -449,7 +450,9 @@ class KeepAlivePool:
             outcome = await conn.exchange(data, send.limit, deadline)
             if outcome is _STALE and attempt == 1 and send.method == "GET":
                 continue  # the server had closed the idle connection: a GET is safe to send again
-            if conn.reusable and not conn.closed:
+            if self.closed:
+                conn.close()  # the pool was closed while this request was out
+            elif conn.reusable and not conn.closed:
                 conn.idle_since = loop.time()
                 self._idle.setdefault(key, []).append(conn)
             return outcome
@@ -492,7 +495,8 @@ class KeepAlivePool:
         return conn
 
     def close(self) -> None:
-        """Close every idle connection (requests in flight end on their own)."""
+        """Close every idle connection; one in use is closed when its request ends."""
+        self.closed = True
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()

@@ -393,6 +393,17 @@ async def test_bytes_on_an_idle_connection_drop_it(pool: KeepAlivePool):
     assert server.connections == 2
 
 
+async def test_a_connection_in_use_when_the_pool_closes_is_closed_after_its_request():
+    pool = KeepAlivePool()
+    async with ScriptedServer([sized(BODY)], delay=0.1) as server:
+        task = asyncio.create_task(pool.request(get(server.url)))
+        while not server.requests:
+            await asyncio.sleep(0.01)
+        pool.close()
+        assert isinstance(await task, Answer)
+        assert pool._idle == {}  # not kept for reuse by a closed pool
+
+
 async def test_close_closes_the_idle_connections(pool: KeepAlivePool):
     async with ScriptedServer([sized(BODY)]) as server:
         await pool.request(get(server.url))
