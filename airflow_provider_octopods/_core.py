@@ -16,6 +16,8 @@ import json
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -75,7 +77,7 @@ NOT_SENT = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     """
     One call a caller wants made.
@@ -135,7 +137,7 @@ def endpoint_request(
     return json_request(method, path, data, headers=headers or {})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Send:
     """
     Action: send one HTTP request, read at most ``limit + 1`` bytes of its answer.
@@ -153,7 +155,7 @@ class Send:
 
     method: str
     url: str
-    headers: dict[str, str] = field(repr=False)  # the key travels here: never in a repr
+    headers: Mapping[str, str] = field(repr=False)  # the key travels here: never in a repr
     body: bytes | None
     connect_timeout: float
     timeout: float
@@ -163,14 +165,14 @@ class Send:
     within: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Load:
     """Action: return the connection's ``(ApiSettings, key)``; read it again if ``refresh``."""
 
     refresh: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pause:
     """Action: wait ``delay`` seconds before retry ``attempt`` of ``attempts`` after ``error``."""
 
@@ -180,14 +182,14 @@ class Pause:
     attempts: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Action: log ``message`` at INFO."""
 
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Answer:
     """Outcome of a :class:`Send`: the answer's status, headers and (bounded) body."""
 
@@ -196,7 +198,7 @@ class Answer:
     body: bytes = b""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Failed:
     """Outcome of a :class:`Send` that got no answer; ``detail`` is optional, library-free text."""
 
@@ -246,6 +248,12 @@ def failure_error(failed: Failed, settings: ApiSettings, send: Send, path: str) 
     return OctopodsTransientError("The connection to Octopods broke while reading the answer.")
 
 
+@lru_cache(maxsize=16)
+def _headers(key: str, with_body: bool) -> Mapping[str, str]:
+    """The headers of a request that adds none of its own: one read-only copy per key, not per poll."""
+    return MappingProxyType(request_headers(key, with_body))
+
+
 def _unfollowed(method: str, path: str, status: int) -> OctopodsTransientError:
     return OctopodsTransientError(
         f"Octopods answered {method} {path} with a redirect (HTTP {status}); it was not followed, so "
@@ -262,7 +270,12 @@ def _follow(
         settings.timeout if request.timeout is None else max(min(request.timeout, settings.timeout), 0.001)
     )
     url = settings.base_url + request.path
-    headers = {**request.headers, **request_headers(key, with_body=request.body is not None)}
+    with_body = request.body is not None
+    headers = (
+        {**request.headers, **request_headers(key, with_body)}
+        if request.headers
+        else _headers(key, with_body)
+    )
     proxy = settings.proxy  # redirects are followed on this origin only
     path = request.path.partition("?")[0].partition("#")[0]  # as urlsplit(url).path, for messages
     for _ in range(MAX_REDIRECTS + 1):
