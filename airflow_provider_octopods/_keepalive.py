@@ -2,10 +2,10 @@
 A small HTTP/1.1 keep-alive client on asyncio's protocols: the transport of the async polls.
 
 Why not ``aiohttp`` for the poll: its request machinery (URL objects, the session's middleware
-and tracing hooks, a stream reader, a task-backed timeout) costs about 400 µs of CPU per GET on
-the benchmark machine, four times what the bytes need; a triggerer polling thousands of waits
-spends most of its CPU there (``benchmarks/RESULTS.md``). This client does what a status poll
-needs and nothing else:
+and tracing hooks, a stream reader, a task-backed timeout) costs twice this client's CPU per GET
+(``benchmarks/transport_cost.py``), and it was the largest share of a triggerer's busy time in
+the profile of ``benchmarks/triggerer_scale.py`` (``benchmarks/RESULTS.md``). This client does
+what a status poll needs and nothing else:
 
 - one request at a time per connection (no pipelining), connections kept alive and reused per
   origin and TLS setting, at most :data:`MAX_CONNECTIONS` in use per event loop;
