@@ -270,12 +270,9 @@ def _follow(
         settings.timeout if request.timeout is None else max(min(request.timeout, settings.timeout), 0.001)
     )
     url = settings.base_url + request.path
-    with_body = request.body is not None
-    headers = (
-        {**request.headers, **request_headers(key, with_body)}
-        if request.headers
-        else _headers(key, with_body)
-    )
+    headers = _headers(key, request.body is not None)
+    if request.headers:  # run(headers=...): the key and the defaults still win
+        headers = {**request.headers, **headers}
     proxy = settings.proxy  # redirects are followed on this origin only
     path = request.path.partition("?")[0].partition("#")[0]  # as urlsplit(url).path, for messages
     for _ in range(MAX_REDIRECTS + 1):

@@ -196,8 +196,18 @@ def ca_bundle(verify: bool | str) -> str | None:
 
 
 @lru_cache(maxsize=8)
-def ssl_context(bundle: str) -> ssl.SSLContext:
-    """Return a verifying client context that trusts exactly ``bundle`` (a PEM file or directory)."""
+def ssl_context(bundle: str | None) -> ssl.SSLContext:
+    """
+    Return the client TLS context of :func:`ca_bundle`'s answer, for the async transports.
+
+    :param bundle: the CA bundle to trust exactly (a PEM file or directory), or None: no
+        verification (the connection's ``verify`` is explicitly false).
+    """
+    if bundle is None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
     if os.path.isdir(bundle):
         return ssl.create_default_context(capath=bundle)
     return ssl.create_default_context(cafile=bundle)

@@ -41,6 +41,7 @@ from multidict import CIMultiDict
 
 from airflow_provider_octopods._core import Answer, Failed, Failure, wants_body
 from airflow_provider_octopods._http import origin, ssl_context
+from airflow_provider_octopods._transport import certificate_failure
 
 if TYPE_CHECKING:
     from airflow_provider_octopods._core import Send
@@ -343,18 +344,9 @@ class _Connection(asyncio.Protocol):
         self._complete()
 
 
-@lru_cache(maxsize=1)
-def _unverified_context() -> ssl.SSLContext:
-    """TLS without verification, for a connection whose extra ``verify`` is false."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _connect_failure(err: BaseException) -> Failed:
     if isinstance(err, ssl.SSLCertVerificationError):
-        return Failed(Failure.CERTIFICATE, str(err.verify_message or ""))
+        return certificate_failure(err)
     if isinstance(err, ssl.SSLError):
         return Failed(Failure.TLS)
     if isinstance(err, socket.gaierror):
@@ -481,7 +473,7 @@ class KeepAlivePool:
             return Failed(Failure.CONNECT, "the URL names no host")
         context: ssl.SSLContext | None = None
         if scheme == "https":
-            context = ssl_context(send.ca_bundle) if send.ca_bundle else _unverified_context()
+            context = ssl_context(send.ca_bundle)
         try:
             async with asyncio.timeout_at(min(deadline, loop.time() + send.connect_timeout)):
                 _, conn = await loop.create_connection(

@@ -52,7 +52,8 @@ def _certificate_problem(err: BaseException) -> ssl.SSLCertVerificationError | N
     return None
 
 
-def _certificate_failure(problem: ssl.SSLCertVerificationError) -> Failed:
+def certificate_failure(problem: ssl.SSLCertVerificationError) -> Failed:
+    """The failure of a certificate that could not be verified, with OpenSSL's reason (every transport)."""
     return Failed(Failure.CERTIFICATE, str(getattr(problem, "verify_message", "") or ""))
 
 
@@ -66,7 +67,7 @@ def _requests_failure(err: Exception) -> Failed:
 
     problem = _certificate_problem(err)
     if problem is not None:
-        return _certificate_failure(problem)
+        return certificate_failure(problem)
     reason = getattr(err.args[0], "reason", None) if err.args else None
     if isinstance(err, requests.exceptions.ProxyError):
         return Failed(Failure.PROXY)
@@ -149,10 +150,10 @@ def _aiohttp_failure(err: BaseException) -> Failed:
     import aiohttp
 
     if isinstance(err, aiohttp.ClientConnectorCertificateError):
-        return _certificate_failure(err.certificate_error)  # type: ignore[arg-type]
+        return certificate_failure(err.certificate_error)  # type: ignore[arg-type]
     problem = _certificate_problem(err)
     if problem is not None:
-        return _certificate_failure(problem)
+        return certificate_failure(problem)
     kinds: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Failure]] = [
         ((aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError), Failure.PROXY),
         (aiohttp.ClientConnectorDNSError, Failure.DNS),
@@ -192,7 +193,7 @@ async def send_with_aiohttp(session: aiohttp.ClientSession, send: Send) -> Answe
             headers=send.headers,
             data=send.body,
             allow_redirects=False,
-            ssl=ssl_context(send.ca_bundle) if send.ca_bundle else False,
+            ssl=ssl_context(send.ca_bundle),
             proxy=send.proxy,
             timeout=timeout,
         ) as response:
@@ -269,8 +270,13 @@ class Clients:
         from airflow_provider_octopods._keepalive import KeepAlivePool
 
         self.keepalive = KeepAlivePool()
-        self.closed = False
+        self.users = 0  # hooks holding these clients (ClientPool)
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self.keepalive.closed
 
     def session(self) -> aiohttp.ClientSession:
         """Return the ``aiohttp`` session, made on first use (one connection pool with keep-alive)."""
@@ -297,7 +303,6 @@ class Clients:
 
     async def close(self) -> None:
         """Close both clients' connections."""
-        self.closed = True
         self.keepalive.close()
         if self._session is not None:
             await self._session.close()
@@ -312,26 +317,25 @@ class ClientPool:
     with :meth:`acquire` and give it back with :meth:`release`; the last one out closes them.
     """
 
-    _entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
+    _entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Clients] = weakref.WeakKeyDictionary()
 
     @classmethod
     def acquire(cls) -> Clients:
         loop = asyncio.get_running_loop()
-        entry = cls._entries.get(loop)
-        if entry is None or entry[0].closed:
-            entry = cls._entries[loop] = [Clients(), 0]
-        entry[1] += 1
-        return entry[0]  # type: ignore[no-any-return]
+        clients = cls._entries.get(loop)
+        if clients is None or clients.closed:
+            clients = cls._entries[loop] = Clients()
+        clients.users += 1
+        return clients
 
     @classmethod
     async def release(cls, clients: Clients) -> None:
         loop = asyncio.get_running_loop()
-        entry = cls._entries.get(loop)
-        if entry is None or entry[0] is not clients:
+        if cls._entries.get(loop) is not clients:
             await clients.close()
             return
-        entry[1] -= 1
-        if entry[1] <= 0:
+        clients.users -= 1
+        if clients.users <= 0:
             del cls._entries[loop]
             await clients.close()
 

@@ -165,10 +165,11 @@ def _floor_pool() -> Any:
 async def _floor_wait(url: str, message_id: int, poll_interval: float) -> tuple[float, bool, int]:
     """The ``floor`` side: GET and decode the status every ``poll_interval`` s until it is final."""
     from airflow_provider_octopods._core import Answer, Send
+    from airflow_provider_octopods._http import request_headers
     from airflow_provider_octopods.models import TERMINAL_STATUSES
     from benchmarks._common import BENCH_KEY
 
-    headers = {"X-Octopods-Auth": BENCH_KEY, "Accept": "application/json"}
+    headers = request_headers(BENCH_KEY)
     send = Send("GET", f"{url}/api/v1/sms/messages/{message_id}", headers, None, 10.0, 30.0, None)
     while True:
         answer = await _floor_pool().request(send)

@@ -280,8 +280,9 @@ class OctopodsAsyncHook(BaseHook):
 
     Requests go through kept-alive connections shared by all hooks on the event loop
     (:class:`~airflow_provider_octopods._transport.Clients`); call :meth:`close` (or use
-    ``async with``) when done. One call is one request: the caller (the trigger) owns the polling schedule and backoff. The connection is read without blocking
-    the event loop, once, and again only if Octopods rejects the key (a rotated key is picked up).
+    ``async with``) when done. One call is one request: the caller (the trigger) owns the
+    polling schedule and backoff. The connection is read without blocking the event loop, once,
+    and again only if Octopods rejects the key (a rotated key is picked up).
 
     :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>` to use.
     """
