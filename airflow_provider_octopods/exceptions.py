@@ -6,12 +6,18 @@ Every error is an :class:`OctopodsError` (an ``AirflowException``). Errors that 
 ``AirflowFailException`` or ``AirflowSensorTimeout`` so the task fails at once, without retries.
 Transient trouble is an :class:`OctopodsTransientError`: callers poll again instead of failing.
 
+An error raised by a request says which request it was (:attr:`OctopodsError.request`: ``send``,
+``status``, ``test`` or ``run``) and whether anything may have been sent (:attr:`OctopodsError.sent`),
+set where it is raised; the retry policy (:mod:`airflow_provider_octopods.retry`) and the send
+ledger read those facts, never the traceback.
+
 Errors travel from the triggerer to the worker as JSON (:meth:`OctopodsError.to_dict` and
 :func:`error_from_dict`); none of them ever holds the API key.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from airflow.providers.common.compat.sdk import (
@@ -20,18 +26,41 @@ from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
 )
 
-#: ``error_code`` Octopods answers when the key was rotated or revoked.
-ERROR_CODE_KEY_REVOKED = 5
-#: ``error_code`` Octopods answers when its SMS provider failed (worth a task retry).
-ERROR_CODE_PROVIDER_ERROR = 4
+
+class Sent(StrEnum):
+    """Whether a request (for a send: the SMS) may have reached Octopods."""
+
+    #: Certainly not: it failed before the request was written, or Octopods refused it unprocessed.
+    NO = "no"
+    #: Unknown: the request was written and no clear answer came back (a 5xx, a broken connection).
+    MAYBE = "maybe"
+    #: Octopods accepted it.
+    YES = "yes"
 
 
 class OctopodsError(AirflowException):
-    """Base class of every error raised by the Octopods provider."""
+    """
+    Base class of every error raised by the Octopods provider.
+
+    :param message: a sentence for the user.
+    :param request: which request raised it (``send``, ``status``, ``test``, ``run``), or None.
+    :param sent: whether anything may have been sent, or None when no request was involved.
+    """
+
+    def __init__(self, message: str = "", *, request: str | None = None, sent: Sent | None = None) -> None:
+        super().__init__(message)
+        self.request = request
+        self.sent = sent
+
+    @property
+    def request_sent(self) -> bool:
+        """Whether the request may have been processed (False: certainly not, or no request at all)."""
+        return self.sent not in (None, Sent.NO)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe description of the error, rebuilt by :func:`error_from_dict`."""
-        return {"type": type(self).__name__, "message": str(self)}
+        facts = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in ("sent",)}
+        return {"type": type(self).__name__, "message": str(self), **facts, "sent": self.sent}
 
 
 class OctopodsInputError(OctopodsError, AirflowFailException, ValueError):
@@ -44,12 +73,9 @@ class OctopodsInputError(OctopodsError, AirflowFailException, ValueError):
     :param message: what is wrong and how to fix it.
     """
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, **kwargs: Any) -> None:
+        super().__init__(f"Invalid {field}: {message}" if message else "", **kwargs)
         self.field = field
-        super().__init__(f"Invalid {field}: {message}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "message": str(self), "field": self.field}
 
 
 class OctopodsApiError(OctopodsError):
@@ -59,8 +85,9 @@ class OctopodsApiError(OctopodsError):
     :param message: a sentence for the user.
     :param status_code: the HTTP status code, or None when no answer arrived.
     :param error_code: Octopods' ``error_code``, when the body carried one.
-    :param error: Octopods' ``error`` text, verbatim.
+    :param error: Octopods' ``error`` text, verbatim (the key redacted).
     :param request_id: Octopods' ``request_id``, to quote to Octopods support.
+    :param retry_after: seconds the server asked to wait (``Retry-After``), if it said.
     """
 
     def __init__(
@@ -71,24 +98,17 @@ class OctopodsApiError(OctopodsError):
         error_code: int | None = None,
         error: str | None = None,
         request_id: str | None = None,
+        retry_after: float | None = None,
+        **kwargs: Any,
     ) -> None:
+        if request_id and request_id not in message:
+            message = f"{message} (request_id {request_id})"
+        super().__init__(message, **kwargs)
         self.status_code = status_code  # type: ignore[assignment]  # AirflowException's is an HTTPStatus
         self.error_code = error_code
         self.error = error
         self.request_id = request_id
-        if request_id:
-            message = f"{message} (request_id {request_id})"
-        super().__init__(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": type(self).__name__,
-            "message": str(self),
-            "status_code": self.status_code,
-            "error_code": self.error_code,
-            "error": self.error,
-            "request_id": self.request_id,
-        }
+        self.retry_after = retry_after
 
 
 class OctopodsBadRequestError(OctopodsApiError, AirflowFailException):
@@ -104,23 +124,9 @@ class OctopodsTransientError(OctopodsApiError):
     Trouble that may pass: HTTP 408, 425, 429 or 5xx, an unreadable body, a connection error or a timeout.
 
     The message states facts only; the caller says what it does next (retry, poll again, fail).
-
-    :param retry_after: seconds the server asked us to wait (``Retry-After``), if it said.
-    :param request_sent: False exactly when Octopods certainly did not process the request: no
-        connection could be opened (DNS, connect, TLS handshake, proxy ``CONNECT``), or Octopods
-        answered 408, 425 or 429. A send may then be repeated safely. True otherwise (the request
-        may have been processed: a timeout, a connection broken mid-answer, a 5xx).
+    :attr:`sent` is ``no`` exactly when Octopods certainly did not process the request (no
+    connection could be opened, or it answered 408, 425 or 429): a send may then be repeated.
     """
-
-    def __init__(
-        self, message: str, *, retry_after: float | None = None, request_sent: bool = True, **kwargs: Any
-    ) -> None:
-        self.retry_after = retry_after
-        self.request_sent = request_sent
-        super().__init__(message, **kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "retry_after": self.retry_after, "request_sent": self.request_sent}
 
 
 class OctopodsThrottledError(OctopodsTransientError):
@@ -130,7 +136,7 @@ class OctopodsThrottledError(OctopodsTransientError):
     The budget (``max_requests_per_second``, or the adaptive rate after Octopods' HTTP 429) spaces
     the requests of every trigger using the key; a poll waits its turn, but one that cannot get a
     slot before its caller's limit (a trigger's deadline, the ``timeout`` of a hook call) is not
-    made. Nothing reached Octopods (``request_sent`` is False).
+    made. Nothing reached Octopods (:attr:`sent` is ``no``).
     """
 
 
@@ -142,14 +148,10 @@ class OctopodsSendUnconfirmedError(OctopodsApiError, AirflowFailException):
     """
     A send failed in a way that leaves unknown whether Octopods accepted the SMS.
 
-    Raised by ``send_sms`` for a 5xx answer, a broken connection, a read timeout, a redirect or an
-    unreadable success answer: the request had left, so it may have been processed. The task
-    fails without retries, because a retry could send the SMS a second time. It keeps the facts
-    of the failure (``status_code``, ``request_id``, ...).
+    Raised for a 5xx answer, a broken connection, a read timeout, a redirect or an unreadable
+    success answer to a send: the request had left, so it may have been processed. The task
+    fails without retries, because a retry could send the SMS a second time.
     """
-
-    #: The request had been written when the send failed (else the error would be transient).
-    request_sent = True
 
 
 class OctopodsTimeoutError(OctopodsError, AirflowSensorTimeout):
@@ -164,8 +166,6 @@ class OctopodsCertificateError(OctopodsError, AirflowFailException):
     to trust the right CA (the connection's ``verify`` extra).
     """
 
-    request_sent = False
-
 
 class OctopodsWaitAfterSendError(OctopodsError, AirflowFailException):
     """
@@ -178,9 +178,9 @@ class OctopodsWaitAfterSendError(OctopodsError, AirflowFailException):
     :param message_id: the id of the SMS that was sent, when known.
     """
 
-    def __init__(self, message: str, message_id: int | str | None = None) -> None:
+    def __init__(self, message: str, message_id: int | str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **{"request": "send", "sent": Sent.YES, **kwargs})
         self.message_id = message_id
-        super().__init__(message)
 
     @classmethod
     def after(cls, sent: dict[str, Any], err: BaseException) -> OctopodsWaitAfterSendError:
@@ -191,7 +191,7 @@ class OctopodsWaitAfterSendError(OctopodsError, AirflowFailException):
         :param err: the failure.
         """
         message_id = sent.get("message_id")
-        reason = str(err) or type(err).__name__
+        reason = (str(err) or type(err).__name__).rstrip(".")
         return cls(
             f"SMS {message_id} was sent, then this task failed: {reason}. It is not retried, so that a "
             f"retry cannot text the recipient twice; wait on message_id {message_id} with an "
@@ -204,6 +204,7 @@ _ERROR_TYPES: dict[str, type[OctopodsError]] = {
     cls.__name__: cls
     for cls in (
         OctopodsError,
+        OctopodsInputError,
         OctopodsApiError,
         OctopodsBadRequestError,
         OctopodsAuthError,
@@ -222,28 +223,19 @@ def error_from_dict(data: dict[str, Any]) -> OctopodsError:
     """
     Rebuild an error from :meth:`OctopodsError.to_dict`, e.g. out of a trigger event.
 
-    The message is kept verbatim (it already carries the request id); unknown types become a plain
+    The message is kept verbatim (it already carries the request id) and so are the facts
+    (``request``, ``sent``, ``status_code`` ...); unknown types become a plain
     :class:`OctopodsError` so nothing is lost.
 
     :param data: the dictionary made by ``to_dict``.
     """
-    message = str(data.get("message", "Octopods error"))
-    kind = data.get("type")
-    if kind == "OctopodsInputError":
-        err: OctopodsError = OctopodsInputError(str(data.get("field", "value")), "")
-        err.args = (message,)
-        return err
-    cls = _ERROR_TYPES.get(str(kind), OctopodsError)
-    if issubclass(cls, OctopodsApiError):
-        api_err = cls(
-            message,
-            status_code=data.get("status_code"),
-            error_code=data.get("error_code"),
-            error=data.get("error"),
-        )
-        api_err.request_id = data.get("request_id")
-        if isinstance(api_err, OctopodsTransientError):
-            api_err.retry_after = data.get("retry_after")
-            api_err.request_sent = bool(data.get("request_sent", True))
-        return api_err
-    return cls(message)
+    cls = _ERROR_TYPES.get(str(data.get("type")), OctopodsError)
+    err = cls.__new__(cls)
+    Exception.__init__(err, str(data.get("message", "Octopods error")))
+    facts = {k: v for k, v in data.items() if k not in ("type", "message")}
+    sent = facts.pop("sent", None)
+    if sent is None and "request_sent" in facts:  # events of 0.1
+        sent = Sent.MAYBE if facts.get("request_sent") else Sent.NO
+    facts.pop("request_sent", None)
+    vars(err).update({"request": None, **facts, "sent": None if sent is None else Sent(sent)})
+    return err

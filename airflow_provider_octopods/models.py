@@ -1,8 +1,10 @@
 """
-The status model: what Octopods says about an SMS, parsed once for the sync and async paths.
+The data of the provider: what Octopods says about an SMS, parsed once for the sync and async paths.
 
-Also the validation of user input (message ids, phone numbers, bodies) and the sentences that
-describe a failed or timed-out wait, so the poke and deferrable paths of the sensor say the same.
+Also the checks of user input that every kind shares (message ids, durations, deadlines), the
+arguments of a send, and the sentences that describe a failed or timed-out wait, so the poke and
+deferrable paths of the sensor say the same. Phone numbers and texts are checked by
+:mod:`airflow_provider_octopods.utils.phone` and :mod:`airflow_provider_octopods.utils.segments`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, overload
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypedDict, overload
 
 import pendulum
 
-from airflow_provider_octopods._phone import normalize_phone
 from airflow_provider_octopods.exceptions import OctopodsInputError, OctopodsTransientError
 
 if TYPE_CHECKING:
@@ -44,15 +45,58 @@ TERMINAL_STATUSES: frozenset[str] = DELIVERED_STATUSES | FAILED_STATUSES
 #: Statuses Octopods documents; another one is logged once and treated as not final.
 KNOWN_STATUSES: frozenset[str] = TERMINAL_STATUSES | {QUEUED, SENT, UNKNOWN}
 
-#: The most characters Octopods accepts in one SMS text (a character outside the Basic
-#: Multilingual Plane, such as most emoji, counts as two: UTF-16 code units).
-MAX_BODY_LENGTH = 1600
-
 #: The largest message id accepted (a signed 64-bit integer), so an id always fits in a path.
 MAX_MESSAGE_ID = 2**63 - 1
 #: The longest rendered list (characters) read as a literal; a longer one is read as comma-separated.
 MAX_RENDERED_LENGTH = 2_000_000
 _DIGITS = re.compile(r"[0-9]+")
+#: The longest duration accepted (ten years): a deadline must stay a date Airflow can store.
+MAX_SECONDS = 10 * 365 * 24 * 3600.0
+
+
+def seconds(value: Any, field: str, *, positive: bool = False) -> float:
+    """
+    Return a duration in seconds from a number or a :class:`~datetime.timedelta`, or raise clearly.
+
+    :param value: the duration.
+    :param field: the argument's name, for the error message.
+    :param positive: refuse zero too (an interval of 0 would poll in a busy loop).
+    """
+    number = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or number != number:
+        raise OctopodsInputError(field, f"got {value!r:.40}; pass seconds as a number or a timedelta.")
+    if number < 0 or (positive and number == 0):
+        least = "more than 0" if positive else "at least 0"
+        raise OctopodsInputError(field, f"got {number:g} s; pass {least} seconds.")
+    if number > MAX_SECONDS:
+        raise OctopodsInputError(field, f"got {number:g} s; pass at most {MAX_SECONDS:.0f} s (ten years).")
+    return float(number)
+
+
+def deadline(value: Any, field: str = "end_time") -> float | None:
+    """
+    Return a deadline as a UNIX timestamp, or None for none.
+
+    Accepts a timestamp, a datetime or an ISO 8601 string; a naive one is UTC, as everywhere in
+    Airflow.
+
+    :param value: the deadline.
+    :param field: the argument's name, for the error message.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parsed = parse_timestamp(value)
+        if parsed is None:
+            raise OctopodsInputError(field, f"{value!r:.40} is not an ISO 8601 date and time.")
+        return parsed.timestamp()
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e11:
+        raise OctopodsInputError(
+            field, f"got {value!r:.40}; pass a UNIX time, a datetime or an ISO 8601 text."
+        )
+    return float(value)
 
 
 def _literal(text: str) -> Any:
@@ -129,40 +173,6 @@ def validate_message_ids(values: Any, field: str = "message_ids") -> list[int]:
     if not ids:
         raise OctopodsInputError(field, "the list is empty; pass at least one message id.")
     return ids
-
-
-validate_phone = normalize_phone
-"""
-Return ``value`` as an E.164 phone number, or raise a clear :class:`OctopodsInputError`.
-
-``validate_phone(value, field="destination_phone", *, default_region=None, strict=True) -> str``
-is the phone-number check of ``airflow_provider_octopods._phone`` (``normalize_phone``), by
-libphonenumber, imported at the first call, not with this module: international numbers in any
-common format (``+44 20 7946 0958``), national ones when ``default_region`` is given. Surrounding
-whitespace is ignored.
-
-:param value: the phone number to check.
-:param field: the argument's name, for the error message.
-:param default_region: the region of national numbers (``"US"``, ``"GB"``, ...), if any.
-:param strict: refuse numbers the library calls possible but not valid (else warn).
-"""
-
-
-def validate_body(value: Any, field: str = "body", max_segments: int | None = None) -> str:
-    """
-    Return ``value`` if it is a non-empty SMS text within Octopods' limits, else raise.
-
-    At most 1,600 characters (an emoji counts as two) and, when given, ``max_segments`` segments
-    (GSM-7: 160, or 153 per segment; UCS-2: 70, or 67 per segment).
-
-    :param value: the text to check.
-    :param field: the argument's name, for the error message.
-    :param max_segments: the most segments the text may take, if limited.
-    """
-    from airflow_provider_octopods._segments import check_body
-
-    check_body(value, field, max_segments)
-    return value  # type: ignore[no-any-return]  # check_body proved it a str
 
 
 #: ``2026-04-24T10:23:45Z``, with optional fractions and offset: the timestamps Octopods sends.
@@ -447,3 +457,61 @@ def timeout_message(
     if last_error:
         text += f" Last error: {last_error}"
     return text
+
+
+class SendOptions(TypedDict, total=False):
+    """
+    The optional arguments of a send, as keyword arguments of ``send_sms``.
+
+    :param destination_user_name: the recipient's name, shown in Octopods.
+    :param open_intercom_conversation: whether to open an Intercom conversation for the SMS.
+    :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
+    :param default_region: the region of national numbers (default: the connection's extra
+        ``default_region``, else none: numbers must start with ``+``).
+    :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the
+        connection's extra ``strict_numbers``, else true); false sends them with a warning.
+    :param max_segments: refuse a text that takes more SMS segments than this.
+    """
+
+    destination_user_name: str | None
+    open_intercom_conversation: bool | None
+    intercom_teammate_id: str | int | None
+    default_region: str | None
+    strict_numbers: bool | None
+    max_segments: int | None
+
+
+class SendArguments:
+    """
+    The arguments of a send, kept as attributes of the operator or notifier that makes it.
+
+    Attributes rather than one :class:`SendOptions`: Airflow renders the templated ones
+    (``destination_phone``, ``body``, ``destination_user_name``) in place, so the options of the
+    send are built from them at send time (:meth:`_send_options`).
+    """
+
+    destination_phone: str
+    body: str
+    octopods_conn_id: str
+    destination_user_name: str | None
+    default_region: str | None
+    strict_numbers: bool | None
+    max_segments: int | None
+
+    def _keep_send_arguments(self, arguments: Mapping[str, Any]) -> None:
+        """
+        Keep the send's arguments, each name annotated on this class, as attributes.
+
+        :param arguments: the ``locals()`` of the ``__init__`` that takes (and documents) them.
+        """
+        for name in SendArguments.__annotations__:
+            setattr(self, name, arguments[name])
+
+    def _send_options(self) -> SendOptions:
+        """Return the options of ``send_sms`` these attributes hold (as rendered, if templated)."""
+        return SendOptions(
+            destination_user_name=self.destination_user_name,
+            default_region=self.default_region,
+            strict_numbers=self.strict_numbers,
+            max_segments=self.max_segments,
+        )

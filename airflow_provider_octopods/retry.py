@@ -20,9 +20,7 @@ from datetime import timedelta
 from importlib.metadata import version as _distribution_version
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_octopods._http import NOT_PROCESSED_STATUSES
 from airflow_provider_octopods.exceptions import (
-    ERROR_CODE_PROVIDER_ERROR,
     OctopodsApiError,
     OctopodsAuthError,
     OctopodsDeliveryError,
@@ -30,31 +28,32 @@ from airflow_provider_octopods.exceptions import (
     OctopodsInputError,
     OctopodsSendUnconfirmedError,
     OctopodsTransientError,
+    Sent,
 )
+from airflow_provider_octopods.version_compat import AIRFLOW_V_3_3_PLUS
 
 #: The first Airflow with task retry policies (``retry_policy=``, AIP-105).
 MIN_AIRFLOW_VERSION = "3.3"
 
-try:
-    from airflow.providers.common.compat.sdk import RetryDecision, RetryPolicy
-except ImportError as _err:
+if not AIRFLOW_V_3_3_PLUS:
     raise ImportError(
         f"airflow_provider_octopods.retry needs Airflow {MIN_AIRFLOW_VERSION} or newer, where task retry "
         f"policies (retry_policy=) arrived; this is Airflow {_distribution_version('apache-airflow')}. "
         "On this Airflow, give the task retries instead: the provider's errors that no retry can fix "
         "already fail the task at once."
-    ) from _err
+    )
+
+from airflow.providers.common.compat.sdk import RetryDecision, RetryPolicy  # noqa: E402
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 __all__ = ["MIN_AIRFLOW_VERSION", "OctopodsRetryPolicy", "octopods_retry_policy"]
 
-#: The hook methods whose requests send an SMS, and those that only read.
-_SEND_METHODS = frozenset({"send_sms"})
-_READ_METHODS = frozenset({"get_sms_status", "test_connection"})
 #: How far along ``__cause__`` / ``__context__`` to look for the Octopods error behind a failure.
 _MAX_CHAIN = 8
+#: ``error_code`` of a failure of Octopods' SMS provider: nothing was sent, a retry may succeed.
+_PROVIDER_ERROR = 4
 
 
 def _octopods_error(exception: BaseException) -> OctopodsError | None:
@@ -65,27 +64,6 @@ def _octopods_error(exception: BaseException) -> OctopodsError | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
-
-
-def _request_kind(err: BaseException) -> str | None:
-    """
-    Return ``"send"`` or ``"read"``: the kind of hook call the error came out of, from its traceback.
-
-    None when no hook method of this provider is on the traceback (e.g. an error rebuilt from a
-    trigger event): the caller then cannot rule out a send.
-    """
-    kind = None
-    tb = err.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        if str(frame.f_globals.get("__name__", "")).startswith("airflow_provider_octopods."):
-            name = frame.f_code.co_name
-            if name in _SEND_METHODS:
-                return "send"
-            if name in _READ_METHODS:
-                kind = "read"
-        tb = tb.tb_next
-    return kind
 
 
 def _final_reason(err: OctopodsError) -> str | None:
@@ -102,18 +80,20 @@ def _final_reason(err: OctopodsError) -> str | None:
 
 
 def _transient_decision(err: OctopodsTransientError, delay: timedelta | None) -> RetryDecision:
-    """Decide on passing trouble: retry unless the request was a send that may have got through."""
+    """Decide on passing trouble from the facts the error carries: which request, and whether it was sent."""
     status = f"HTTP {err.status_code}" if err.status_code else "no answer"
     if err.retry_after is not None:
         delay = timedelta(seconds=err.retry_after)
-    if err.status_code in NOT_PROCESSED_STATUSES:
-        return RetryDecision.retry(delay, f"Octopods refused the request before acting on it ({status})")
-    if not err.request_sent:
-        return RetryDecision.retry(delay, "no connection to Octopods could be opened; nothing was sent")
-    kind = _request_kind(err)
-    if kind == "read":
+    if err.sent is Sent.NO:
+        why = (
+            f"Octopods refused the request before acting on it ({status})"
+            if err.status_code
+            else ("no connection to Octopods could be opened; nothing was sent")
+        )
+        return RetryDecision.retry(delay, why)
+    if err.request in ("status", "test"):
         return RetryDecision.retry(delay, f"passing trouble on a status request ({status})")
-    why = "on a send" if kind == "send" else "on a request that may have been a send"
+    why = "on a send" if err.request == "send" else "on a request that may have been a send"
     return RetryDecision.fail(
         f"passing trouble {why} ({status}) after the request had left: the SMS may have been sent, "
         "so it is not sent again"
@@ -136,7 +116,7 @@ def decide(exception: BaseException, retry_delay: timedelta | None = None) -> Re
         return RetryDecision.fail(final)
     if isinstance(err, OctopodsTransientError):
         return _transient_decision(err, retry_delay)
-    if isinstance(err, OctopodsApiError) and err.error_code == ERROR_CODE_PROVIDER_ERROR:
+    if isinstance(err, OctopodsApiError) and err.error_code == _PROVIDER_ERROR:
         return RetryDecision.retry(retry_delay, "Octopods' SMS provider failed (error_code 4)")
     if isinstance(err, OctopodsApiError) and err.status_code is not None and 400 <= err.status_code < 500:
         return RetryDecision.fail(f"Octopods refused the request (HTTP {err.status_code})")

@@ -108,7 +108,7 @@ class Schedule:
 
 def default_schedule() -> Schedule:
     """The defaults of the wait engine, which every mode polls with."""
-    from airflow_provider_octopods._wait import PollSchedule
+    from airflow_provider_octopods.triggers.octopods import PollSchedule
 
     d = PollSchedule()
     return Schedule("default", d.initial_delay, d.poll_interval, d.backoff_factor, d.max_poll_interval)

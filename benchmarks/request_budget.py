@@ -135,7 +135,7 @@ async def _wait(
 
 
 async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
-    from airflow_provider_octopods._budget import _budgets
+    from airflow_provider_octopods.utils.budget import _budgets
     from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
     from benchmarks._phase import _Ticker, current_rss
 

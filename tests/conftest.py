@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from packaging.version import Version
 
+#: The provider's opt-in test plugin: the ``octopods_simulator`` and ``octopods_connection`` fixtures.
+pytest_plugins = ["airflow_provider_octopods.testing.pytest_plugin"]
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 

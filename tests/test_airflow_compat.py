@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import airflow_provider_octopods
-from airflow_provider_octopods import CONN_FIELDS
+from airflow_provider_octopods.get_provider_info import CONN_FIELDS
 from tests.conftest import AIRFLOW_VERSION
 
 PACKAGE = Path(airflow_provider_octopods.__file__).parent

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_octopods import _budget
-from airflow_provider_octopods._budget import (
+from airflow_provider_octopods.utils import budget as _budget
+from airflow_provider_octopods.utils.budget import (
     ADAPTIVE_DECREASE,
     ADAPTIVE_INCREASE,
     ADAPTIVE_START_RATE,

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 import airflow_provider_octopods
-from airflow_provider_octopods import RELABELING, get_provider_info
+from airflow_provider_octopods.get_provider_info import RELABELING, get_provider_info
 from airflow_provider_octopods.exceptions import OctopodsError
 from airflow_provider_octopods.testing import FAILURE_REASONS
 from tests.conftest import get_dag

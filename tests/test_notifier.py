@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from airflow_provider_octopods._segments import measure
+from airflow_provider_octopods.utils.segments import measure
 from airflow_provider_octopods.models import MAX_BODY_LENGTH
 from airflow_provider_octopods.notifications.octopods import (
     OctopodsSmsNotifier,

@@ -20,7 +20,7 @@ from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from airflow_provider_octopods._http import api_settings
 from airflow_provider_octopods._outgoing import SendRules, send_rules
-from airflow_provider_octopods._phone import normalize_phone, parse_region, parse_strict
+from airflow_provider_octopods.utils.phone import normalize_phone, parse_region, parse_strict
 from airflow_provider_octopods.exceptions import OctopodsInputError
 from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook
 from airflow_provider_octopods.models import validate_phone
@@ -96,7 +96,7 @@ def test_invalid_numbers_fail_with_the_reason_in_plain_words(value, region, reas
 
 
 def test_possible_but_not_valid_numbers_pass_with_a_warning_when_not_strict(caplog, capfd):
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_octopods._phone"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_octopods.utils.phone"):
         assert normalize_phone("+1 (555) 123-4567", strict=False) == "+15551234567"
     # Airflow 2's logging setup may print the record through its own handler instead of caplog's.
     out, err = capfd.readouterr()

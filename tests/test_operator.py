@@ -518,7 +518,7 @@ def test_a_crashed_trigger_is_retried_by_resuming_the_wait(octopods_conn, capfd,
 @STORE
 def test_a_retry_after_a_crash_while_sending_never_sends_blindly(octopods_conn, capfd, caplog, monkeypatch):
     """A try that died between the request and recording the answer leaves a mark: no second send."""
-    from airflow_provider_octopods._ledger import SendLedger
+    from airflow_provider_octopods.utils.ledger import SendLedger
 
     def die_after_sending(self, sent):  # the worker "crashes" after Octopods accepted the SMS
         raise SystemExit("killed")

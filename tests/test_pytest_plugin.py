@@ -1,6 +1,7 @@
 """
-The ``octopods`` pytest plugin, registered for every pytest run where the provider is installed,
-costs an unrelated run nothing but its fixture definitions, and its fixtures work where used.
+The pytest plugin is opt-in: an unrelated pytest run of a user who installed the provider loads
+nothing of it; a run that asks for it (``-p airflow_provider_octopods.testing.pytest_plugin`` or a
+``conftest.py`` line) gets its fixtures, which work, for the cost of their definitions alone.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
+PLUGIN = "airflow_provider_octopods.testing.pytest_plugin"
 #: All that the plugin may import into a run that uses none of its fixtures.
 PLUGIN_MODULES = {
     "airflow_provider_octopods",
@@ -38,7 +40,18 @@ def _pytest(
     )
 
 
-def test_an_unrelated_pytest_run_imports_nothing_of_the_provider_beyond_the_fixtures(tmp_path):
+def test_the_plugin_is_not_loaded_unless_asked_for(tmp_path):
+    source = """
+        import sys
+
+        def test_record_modules():
+            assert not [name for name in sys.modules if name.startswith("airflow_provider_octopods")]
+        """
+    result = _pytest(tmp_path, source)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_run_that_asks_for_the_plugin_imports_nothing_of_the_provider_beyond_the_fixtures(tmp_path):
     # The same unrelated run without and with the plugin: what it adds to sys.modules is its cost.
     # (Other plugins of the dev environment, such as requests_mock's, import what they import.)
     source = """
@@ -49,7 +62,7 @@ def test_an_unrelated_pytest_run_imports_nothing_of_the_provider_beyond_the_fixt
                 json.dump(sorted(sys.modules), f)
         """
     loaded = {}
-    for name, args in (("without", ["-p", "no:octopods"]), ("with", [])):
+    for name, args in (("without", []), ("with", ["-p", PLUGIN])):
         out = tmp_path / f"modules-{name}.json"
         result = _pytest(tmp_path, source, *args, env={"MODULES_FILE": str(out)})
         assert result.returncode == 0, result.stdout + result.stderr
@@ -77,5 +90,7 @@ def test_the_plugin_fixtures_start_the_simulator_when_asked_for(tmp_path):
             )
             assert answer.json()["status"] == "delivered"
         """,
+        "-p",
+        PLUGIN,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -36,7 +36,7 @@ import pytest
 from aiohttp import web
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_octopods import _http
+from airflow_provider_octopods.hooks import octopods as _http
 from airflow_provider_octopods._http import AUTH_HEADER, MAX_RESPONSE_BYTES
 from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_octopods._segments import (
+from airflow_provider_octopods.utils.segments import (
     GSM7,
     GSM7_BASIC,
     GSM7_EXTENSION,

@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from airflow_provider_octopods import _wait
-from airflow_provider_octopods._wait import (
+from airflow_provider_octopods.triggers import octopods as _wait
+from airflow_provider_octopods.triggers.octopods import (
     DONE,
     ERROR,
     TIMEOUT,

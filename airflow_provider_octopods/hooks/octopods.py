@@ -1,85 +1,1265 @@
-"""Hooks for the Octopods SMS API: :class:`OctopodsHook` (sync) and :class:`OctopodsAsyncHook` (triggers)."""
+"""
+Hooks for the Octopods API: :class:`OctopodsHook` (``requests``) and :class:`OctopodsAsyncHook` (``aiohttp``).
+
+Every rule of a call is written once in this module, and both hooks run it:
+
+- :func:`connection_settings` reads a connection into :class:`ApiSettings` (once per hook);
+- :func:`time_limit` is how long a request may take;
+- :func:`~airflow_provider_octopods.utils.budget.retry_delay` is the delay before the next try;
+- :func:`failure_error` says whether a request that got no answer was sent (:class:`Failure`);
+- :func:`read_answer` turns an answer into a result or an error.
+
+:func:`exchange` strings them together without doing I/O: it yields what to do (:class:`Send` a
+request, :class:`Load` the connection again, :class:`Pause` before a retry, :class:`Notice` a log
+line) and receives what came of it. The hooks only carry those actions out, with ``requests``
+or ``aiohttp``; :func:`_requests_failure` and :func:`_aiohttp_failure` name what went wrong in
+each library's terms.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import ipaddress
+import json
+import math
+import os
+import re
+import ssl
+import threading
 import time
+import weakref
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Unpack
+from urllib.parse import urlencode, urljoin, urlsplit
 
+import aiohttp
 import requests
-from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 from airflow.providers.http.hooks.http import HttpHook
 
-from airflow_provider_octopods import HIDDEN_FIELDS, PLACEHOLDERS, RELABELING
-from airflow_provider_octopods._budget import coalesce, group_id
-from airflow_provider_octopods._calls import (
-    SendOptions,
-    probe_request,
-    send_request,
-    sent_at_most_once,
-    status_request,
-)
-from airflow_provider_octopods._core import (
-    Exchange,
-    Load,
-    Notice,
-    Pause,
-    Request,
-    Send,
-    endpoint_request,
-)
-from airflow_provider_octopods._http import (
-    ApiSettings,
-    api_key,
-    api_settings,
-    connection_label,
-)
-from airflow_provider_octopods._transport import (
-    ClientPool,
-    Clients,
-    ConnectionCache,
-    fetch_connection,
-    send_with_requests,
-    send_within_budget,
-)
+from airflow_provider_octopods import __version__
 from airflow_provider_octopods.exceptions import (
+    OctopodsApiError,
     OctopodsAuthError,
     OctopodsBadRequestError,
+    OctopodsCertificateError,
     OctopodsError,
     OctopodsInputError,
+    OctopodsSendUnconfirmedError,
+    OctopodsThrottledError,
+    OctopodsTransientError,
+    Sent,
 )
-from airflow_provider_octopods.models import SentSms, SmsStatus
+from airflow_provider_octopods.models import (
+    SendOptions,
+    SentSms,
+    SmsStatus,
+    seconds,
+    validate_message_id,
+)
+from airflow_provider_octopods.utils.budget import (
+    coalesce,
+    group_budget,
+    group_id,
+    parse_retry_after,
+    read_rate,
+    retry_delay,
+)
+from airflow_provider_octopods.utils.phone import normalize_phone, parse_region, parse_strict
+from airflow_provider_octopods.utils.segments import check_body, parse_max_segments, ucs2_culprit
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
 __all__ = ["OctopodsAsyncHook", "OctopodsHook", "SentSms", "SmsStatus"]
 
+AUTH_HEADER = "X-Octopods-Auth"
+DEFAULT_HOST = "https://app.octopods.io"
+SEND_PATH = "/api/v1/sms/messages"
+USER_AGENT = f"airflow-provider-octopods/{__version__}"
+#: Seconds to open a TCP (and TLS) connection.
+CONNECT_TIMEOUT = 10.0
+#: Seconds for a whole request, unless the connection's ``timeout`` extra says otherwise.
+DEFAULT_TIMEOUT = 30.0
+#: Octopods' answers are a few hundred bytes; anything larger than this is refused unread.
+MAX_RESPONSE_BYTES = 64 * 1024
+#: Same-origin redirects of a GET followed at most; a redirect to another origin is never followed.
+MAX_REDIRECTS = 3
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+#: HTTP statuses by which a server says it did not process the request: repeating it is safe.
+NOT_PROCESSED_STATUSES = frozenset({408, 425, 429})
+#: ``error_code`` of a key that was rotated or revoked, and of a failure of Octopods' SMS provider.
+ERROR_CODE_KEY_REVOKED, ERROR_CODE_PROVIDER_ERROR = 5, 4
+#: The message id the connection test asks about: no message has it, so a valid key gets a 400.
+PROBE_MESSAGE_ID = 0
+#: What stands for the key in any text a server sends back.
+REDACTED = "***"
 
-class OctopodsHook(HttpHook):
+# -- the connection -----------------------------------------------------------------------------
+
+#: The only values of the ``verify`` extra that turn TLS certificate verification off.
+VERIFY_OFF = frozenset({"false", "0", "no", "off"})
+#: Values of the ``verify`` extra that mean "verify with the default CA bundle" (as do null and "").
+VERIFY_ON = frozenset({"true", "1", "yes", "on", ""})
+_HOST_LABELS = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class ApiSettings:
     """
-    Talk to the Octopods SMS API synchronously.
+    Where and how to reach Octopods, read from an Airflow connection by :func:`connection_settings`.
+
+    :param base_url: scheme, host and port, without a trailing slash.
+    :param key: the Channel API key (never in a repr).
+    :param timeout: seconds for a whole request.
+    :param verify: TLS verification: True, False, or a CA bundle path.
+    :param default_region: the region of national phone numbers (extra ``default_region``).
+    :param strict_numbers: refuse numbers libphonenumber does not call valid (extra ``strict_numbers``).
+    :param max_requests_per_second: the key's request budget in this process; None adapts to 429s.
+    :param label: how messages name the connection (``connection 'x'``).
+    """
+
+    base_url: str
+    key: str = field(default="", repr=False)
+    timeout: float = DEFAULT_TIMEOUT
+    verify: bool | str = True
+    default_region: str | None = None
+    strict_numbers: bool = True
+    max_requests_per_second: float | None = None
+    label: str = "this connection"
+
+    @cached_property
+    def proxy(self) -> str | None:
+        """The proxy to reach ``base_url`` through (:func:`proxy_for`), decided once per read."""
+        return proxy_for(self.base_url)
+
+    @cached_property
+    def group(self) -> str:
+        """The request budget's group of this URL and key (a keyed hash, never the key)."""
+        return group_id(self.base_url, self.key)
+
+    @property
+    def ca_bundle(self) -> str | None:
+        """The CA bundle both libraries verify servers with (certifi's by default); None: no checks."""
+        if self.verify is False:
+            return None
+        if self.verify is True:
+            import certifi
+
+            return certifi.where()
+        return self.verify
+
+
+def connection_label(conn_id: str | None) -> str:
+    """Name a connection in a message: ``connection 'x'``, or ``this connection`` (the UI's Test)."""
+    return "this connection" if conn_id is None else f"connection '{conn_id}'"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_hostname(host: str) -> bool:
+    """Whether ``host`` is an IP address or a DNS name (IDNA allowed): no spaces or stray characters."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        return _HOST_LABELS.fullmatch(host.encode("idna").decode("ascii").lower()) is not None
+    except UnicodeError:
+        return False
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def parse_verify(value: Any, label: str) -> bool | str:
+    """
+    Read the ``verify`` extra; fail closed: only an explicit false turns verification off.
+
+    ``false`` (or ``"false"``, ``"0"``, ``"no"``, ``"off"``) turns it off; ``true``, null or an
+    empty string keep it on with the default CA bundle; any other string is the path of a CA
+    bundle (a PEM file or a directory of them) that must exist.
+
+    :param value: the extra's value.
+    :param label: the connection, as :func:`connection_label` names it.
+    """
+    if value is None or isinstance(value, bool):
+        return value is not False
+    field_name = f"extra 'verify' of {label}"
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if not isinstance(value, str):
+        raise OctopodsInputError(
+            field_name, f"{value!r:.40} is neither true, false nor a CA bundle path; give one of those."
+        )
+    word = value.strip().lower()
+    if word in VERIFY_OFF or word in VERIFY_ON:
+        return word not in VERIFY_OFF
+    path = os.path.expanduser(value.strip())
+    if not os.path.exists(path):
+        raise OctopodsInputError(
+            field_name,
+            f"the CA bundle {value.strip()!r} does not exist (looked for {os.path.abspath(path)!r}); give "
+            'the path of a PEM file readable by the worker and the triggerer, or {"verify": false} to turn '
+            "certificate checks off.",
+        )
+    try:
+        ssl_context(path)
+    except (OSError, ssl.SSLError) as err:  # a file that is not PEM, a directory we may not read
+        raise OctopodsInputError(
+            field_name, f"the CA bundle {value.strip()!r} could not be loaded ({err}); give a PEM file."
+        ) from None
+    return path
+
+
+@lru_cache(maxsize=8)
+def ssl_context(bundle: str | None) -> ssl.SSLContext:
+    """
+    Return the client TLS context that trusts exactly ``bundle`` (aiohttp's side of :attr:`ApiSettings.ca_bundle`).
+
+    :param bundle: a PEM file or directory, or None: no verification (``verify`` explicitly false).
+    """
+    if bundle is None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if os.path.isdir(bundle):
+        return ssl.create_default_context(capath=bundle)
+    return ssl.create_default_context(cafile=bundle)
+
+
+def _parse_timeout(value: Any, label: str) -> float:
+    """Read the ``timeout`` extra: a finite number of seconds above 0 (default :data:`DEFAULT_TIMEOUT`)."""
+    field_name = f"extra 'timeout' of {label}"
+    try:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        timeout = DEFAULT_TIMEOUT if value in (None, "") else float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise OctopodsInputError(field_name, "give a number of seconds, e.g. 30.") from None
+    if not 0 < timeout < math.inf:  # also refuses NaN
+        raise OctopodsInputError(field_name, "must be a finite number of seconds above 0.")
+    return timeout
+
+
+def _api_key(conn: Any, label: str) -> str:
+    """Return the connection's Channel API key, or raise before any request if it cannot be sent."""
+    key = (conn.password or "").strip()
+    if not key:
+        raise OctopodsAuthError(
+            f"{label[0].upper()}{label[1:]} has no Channel API key: put the key "
+            "from Octopods in the connection's password field (labelled 'Channel API key')."
+        )
+    for position, char in enumerate(key, start=1):
+        bad = (
+            "a line break"
+            if char in "\r\n"
+            else "a control character"
+            if ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F
+            else "a character outside Latin-1 (a curly quote?)"
+            if ord(char) > 0xFF
+            else None
+        )
+        if bad:
+            raise OctopodsInputError(
+                f"password (Channel API key) of {label}",
+                f"the key holds {bad} at position {position}; paste the key from Octopods again, as "
+                "plain text on one line.",
+            )
+    return key
+
+
+def connection_settings(conn: Any, label: str | None = None) -> ApiSettings:
+    """
+    Read an Airflow connection of type ``octopods``: the one place its fields and extras are read.
+
+    An empty host means ``https://app.octopods.io``; a host without a scheme gets ``https://``.
+    Plain ``http://`` to a host that is not loopback needs the extra ``allow_insecure_http``.
+    Every problem is an :class:`~airflow_provider_octopods.exceptions.OctopodsInputError` (an
+    empty key an ``OctopodsAuthError``) naming the field, raised before any request.
+
+    :param conn: the Airflow connection.
+    :param label: how messages name the connection (default: by its id).
+    """
+    label = label or connection_label(getattr(conn, "conn_id", None) or "octopods")
+    extra = conn.extra_dejson if getattr(conn, "extra", None) else {}
+    if not isinstance(extra, dict):
+        raise OctopodsInputError(
+            f"extra of {label}", 'give a JSON object, e.g. {"timeout": 30}, or leave it empty.'
+        )
+    key = _api_key(conn, label)
+    host = str(conn.host or "").strip().rstrip("/") or DEFAULT_HOST
+    host = host if "://" in host else f"https://{host}"
+    not_a_url = OctopodsInputError(
+        f"host of {label}",
+        f"{host!r:.80} is not an http(s) URL; use https://app.octopods.io or leave it empty.",
+    )
+    try:
+        parts = urlsplit(host)
+        port = conn.port or parts.port
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number from 0 to 65535
+        raise not_a_url from None
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+        raise OctopodsInputError(
+            f"port of {label}", f"{port!r:.20} is not a port; give a number from 1 to 65535."
+        )
+    if parts.scheme not in {"http", "https"} or not parts.hostname or not _is_hostname(parts.hostname):
+        raise not_a_url
+    if parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username or parts.password:
+        raise OctopodsInputError(
+            f"host of {label}",
+            "give only scheme, host and port (e.g. https://app.octopods.io), no path, query or credentials.",
+        )
+    if (
+        parts.scheme == "http"
+        and not _is_loopback(parts.hostname)
+        and not _truthy(extra.get("allow_insecure_http"))
+    ):
+        raise OctopodsInputError(
+            f"host of {label}",
+            f"plain http:// to {parts.hostname} would send the API key unencrypted; use https:// "
+            'or set the extra {"allow_insecure_http": true} if you really mean it.',
+        )
+    netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return ApiSettings(
+        base_url=f"{parts.scheme}://{netloc}" + (f":{port}" if port else ""),
+        key=key,
+        timeout=_parse_timeout(extra.get("timeout"), label),
+        verify=parse_verify(extra.get("verify"), label),
+        default_region=parse_region(extra.get("default_region"), f"extra 'default_region' of {label}"),
+        strict_numbers=parse_strict(extra.get("strict_numbers"), f"extra 'strict_numbers' of {label}"),
+        max_requests_per_second=read_rate(extra, label),
+        label=label,
+    )
+
+
+def missing_connection(conn_id: str) -> OctopodsInputError:
+    """The error of a connection id Airflow does not know, pointing to the connection page."""
+    return OctopodsInputError(
+        "octopods_conn_id",
+        f"there is no connection '{conn_id}'. Add it in Admin > Connections (type Octopods, the Channel "
+        f"API key as password) or set AIRFLOW_CONN_{conn_id.upper()}; the docs' Connection page "
+        "(docs/connections/octopods.rst) shows every field.",
+    )
+
+
+# -- where a request goes -----------------------------------------------------------------------
+
+#: The environment variables of the proxy decision, lowercase first as in ``urllib`` and ``requests``.
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@lru_cache(maxsize=256)
+def origin(url: str) -> tuple[str, str | None, int | None]:
+    """Return a URL's origin (scheme, host, port), the default port made explicit."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+def proxy_for(url: str) -> str | None:
+    """
+    Return the proxy to reach ``url`` through, or None: the one proxy decision of both hooks.
+
+    ``HTTPS_PROXY`` (for https://) or ``HTTP_PROXY`` (for http://), else ``ALL_PROXY``; none when
+    the host matches ``NO_PROXY`` (``*``, a host name or domain suffix, ``host:port``, or an IP
+    network such as ``10.0.0.0/8``). Lowercase variables win over uppercase ones. A proxy both
+    libraries cannot use (not ``http://`` or ``https://``, a bad port) is an
+    :class:`~airflow_provider_octopods.exceptions.OctopodsInputError` naming the variable: nothing
+    is sent.
+
+    :param url: the URL of the request.
+    """
+    env = tuple(os.environ.get(name) or os.environ.get(name.upper()) or "" for name in _PROXY_VARIABLES)
+    return _proxy_for(origin(url), env)
+
+
+@lru_cache(maxsize=64)
+def _proxy_for(where: tuple[str, str | None, int | None], env: tuple[str, ...]) -> str | None:
+    scheme, host, port = where
+    http, https, every, no_proxy = env
+    chosen = {"http": http, "https": https}.get(scheme)
+    name, proxy = (f"{scheme}_proxy", chosen) if chosen else ("all_proxy", every)
+    if not proxy or _bypassed(host or "", port, no_proxy):
+        return None
+    try:
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        parts.port  # noqa: B018  # raises ValueError on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OctopodsInputError(
+            f"environment variable {name.upper()}",
+            f"{proxy.split('@')[-1]!r:.60} is not a proxy both hooks can use; give http://host:port (or "
+            "https://), or list Octopods' host in NO_PROXY.",
+        )
+    return parts.geturl()
+
+
+def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` names ``host`` (or ``host:port``)."""
+    host = host.lower()
+    for entry in (e.strip().lower().lstrip(".") for e in no_proxy.split(",")):
+        if entry == "*" or entry in (host, f"{host}:{port}") or (entry and host.endswith(f".{entry}")):
+            return True
+        if "/" in entry:
+            try:
+                if ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+# -- the calls ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """
+    One call a caller wants made.
+
+    :param request: what errors name it (``send``, ``status``, ``test``, ``run``).
+    :param method: the HTTP method.
+    :param path: the path (and query) below the connection's URL, starting with ``/``.
+    :param body: the encoded JSON body, if any.
+    :param headers: extra headers; the key and the defaults win.
+    :param parse: turns the decoded JSON into the result.
+    :param within: the caller's own limit in seconds (a trigger's time left), if less than the
+        connection's ``timeout``; any wait for the key's request budget counts against it.
+    :param subject: what the call is about, for messages (``SMS 4829174``).
+    """
+
+    request: str
+    method: str
+    path: str
+    body: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    parse: Callable[[Any], Any] | None = None
+    within: float | None = None
+    subject: str = ""
+
+    def error(self, cls: type[OctopodsError], message: str, sent: Sent, **facts: Any) -> OctopodsError:
+        """
+        Return the error ``cls`` of this call, with what it was and whether it may have sent anything.
+
+        A send that may have reached Octopods becomes an
+        :class:`~airflow_provider_octopods.exceptions.OctopodsSendUnconfirmedError`: no retry repeats it.
+        """
+        if self.request == "send" and sent is Sent.MAYBE:
+            cls = OctopodsSendUnconfirmedError
+            message += (
+                " The SMS may have been sent: it is not sent again, so that a retry cannot text the "
+                "recipient twice. Check in Octopods whether it went out before sending it again (or "
+                "clearing the task that sent it)."
+            )
+        if not issubclass(cls, OctopodsApiError):
+            facts = {}
+        return cls(message, request=self.request, sent=sent, **facts)
+
+
+def status_call(message_id: int | str, timeout: float | timedelta | None = None) -> Call:
+    """
+    Validate a message id (and a time limit) and return the call of its status.
+
+    :param message_id: the message's id.
+    :param timeout: the most seconds (or a timedelta) the request may take, or None.
+    """
+    number = validate_message_id(message_id)
+    return Call(
+        "status",
+        "GET",
+        f"{SEND_PATH}/{number}",
+        parse=lambda body: SmsStatus.from_api(body, expected_message_id=number),
+        within=None if timeout is None else seconds(timeout, "timeout"),
+        subject=f"SMS {number}",
+    )
+
+
+def send_call(
+    destination_phone: str, body: str, settings: ApiSettings, **options: Unpack[SendOptions]
+) -> tuple[Call, str | None]:
+    """
+    Check a send's arguments and return its call, and a warning about its cost if it has one.
+
+    ``default_region`` and ``strict_numbers`` come from the options, else from the connection.
+    The call's result is the :class:`~airflow_provider_octopods.models.SentSms` of Octopods'
+    answer, with the number as sent (E.164), the text's encoding and its number of segments.
+
+    :param destination_phone: the recipient.
+    :param body: the text.
+    :param settings: the connection's settings.
+    :param options: the optional arguments (:class:`~airflow_provider_octopods.models.SendOptions`).
+    """
+    region = options.get("default_region")
+    strict = options.get("strict_numbers")
+    phone = normalize_phone(
+        destination_phone,
+        default_region=settings.default_region if region is None else parse_region(region),
+        strict=settings.strict_numbers if strict is None else parse_strict(strict),
+    )
+    cost = check_body(body, max_segments=parse_max_segments(options.get("max_segments")))
+    payload: dict[str, Any] = {"destination_phone": phone, "body": body}
+    if options.get("destination_user_name") is not None:
+        payload["destination_user_name"] = str(options["destination_user_name"])
+    if options.get("open_intercom_conversation") is not None:
+        payload["open_intercom_conversation"] = bool(options["open_intercom_conversation"])
+    if options.get("intercom_teammate_id") is not None:
+        payload["intercom_teammate_id"] = options["intercom_teammate_id"]
+    try:
+        encoded = json.dumps(payload, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as err:
+        raise OctopodsInputError("intercom_teammate_id", f"cannot be sent as JSON ({err}).") from None
+    call = Call(
+        "send",
+        "POST",
+        SEND_PATH,
+        encoded,
+        parse=lambda answer: dataclasses.replace(
+            SentSms.from_api(answer), destination_phone=phone, encoding=cost.encoding, segments=cost.segments
+        ),
+        subject=f"the SMS to {phone}",
+    )
+    culprit = ucs2_culprit(body)
+    warning = None
+    if culprit is not None and culprit[2].segments < cost.segments:
+        char, position, gsm7 = culprit
+        warning = (
+            f"The SMS text is sent in UCS-2 because of {char!r} (U+{ord(char):04X}) at position "
+            f"{position}: it costs {cost.segments} segments instead of {gsm7.segments} in GSM-7."
+        )
+    return call, warning
+
+
+def endpoint_call(
+    method: str, endpoint: str | None, data: Any = None, headers: Mapping[str, str] | None = None
+) -> Call:
+    """
+    Return the call of ``HttpHook.run(endpoint, data, headers)`` for any Octopods path.
+
+    For GET, HEAD and DELETE, ``data`` is the query string (a mapping or a string); for other
+    methods it is the JSON body (a mapping or list is encoded, a string or bytes sent as is).
+
+    :param method: the HTTP method.
+    :param endpoint: a path below the connection's URL, e.g. ``api/v1/sms/messages/42``.
+    :param data: the query or body.
+    :param headers: extra headers.
+    """
+    text = (endpoint or "").strip()
+    if not text or "://" in text or text.startswith("//") or any(c.isspace() or ord(c) < 0x21 for c in text):
+        raise OctopodsInputError(
+            "endpoint",
+            f"{text!r:.60} is not a path; give a path below the connection's URL such as "
+            "'api/v1/sms/messages/42' (the key only goes to the connection's host).",
+        )
+    path, method = "/" + text.lstrip("/"), method.upper()
+    body: bytes | None = None
+    if method in ("GET", "HEAD", "DELETE"):
+        query = urlencode(data, doseq=True) if isinstance(data, Mapping) else str(data or "").lstrip("?")
+        path += ("&" if "?" in path else "?") + query if query else ""
+    elif isinstance(data, str | bytes):
+        body = data.encode() if isinstance(data, str) else data
+    elif data is not None:
+        body = json.dumps(data, separators=(",", ":")).encode()
+    return Call("run", method, path, body, headers or {})
+
+
+# -- the rules ----------------------------------------------------------------------------------
+
+
+class Failure(Enum):
+    """How a request failed to get an answer; the value is the sentence's reason."""
+
+    INVALID = "the request could not be made"
+    DNS = "the host name could not be resolved"
+    CONNECT = "no connection could be opened"
+    PROXY = "the proxy could not open a tunnel to it"
+    TLS = "the TLS handshake failed"
+    CERTIFICATE = "its TLS certificate could not be verified"
+    #: The key's request budget in this process had no slot within the caller's limit.
+    QUEUED = "the key's request budget in this process had no free slot in time"
+    #: The caller's limit was used up before the request could leave.
+    EXPIRED = "the time allowed for the call ran out before the request could leave"
+    TIMEOUT = "no answer in time"
+    BROKEN = "the connection broke"
+
+
+#: Failures before the request was written: Octopods certainly did not process it.
+NOT_SENT = frozenset(Failure) - {Failure.TIMEOUT, Failure.BROKEN}
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """
+    Action: send one HTTP request and read at most :data:`MAX_RESPONSE_BYTES` + 1 bytes of its answer.
+
+    :param timeout: seconds for the whole exchange, from when the request is sent
+        (:func:`time_limit`); ``connect_timeout`` for the connection alone.
+    :param ca_bundle: the CA bundle to verify the server with; None when verification is off.
+    :param proxy: the proxy to go through (:func:`proxy_for`), or None.
+    :param within: the caller's own limit (:attr:`Call.within`), which a wait for the budget uses up.
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(repr=False)  # the key travels here: never in a repr
+    body: bytes | None
+    connect_timeout: float
+    timeout: float
+    ca_bundle: str | None
+    proxy: str | None = None
+    within: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Action: read the connection again (after an auth error) and return its :class:`ApiSettings`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Action: wait ``delay`` seconds before retry ``attempt`` of ``attempts`` after ``error``."""
+
+    delay: float
+    error: OctopodsTransientError
+    attempt: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Action: log ``message`` at INFO."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Outcome of a :class:`Send`: the answer's status, headers and (bounded) body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Outcome of a :class:`Send` that got no answer; ``detail`` is optional, library-free text."""
+
+    kind: Failure
+    detail: str = ""
+
+
+def time_limit(call: Call, settings: ApiSettings) -> float:
+    """Return the seconds one request of ``call`` may take: the connection's ``timeout``, or less."""
+    return settings.timeout if call.within is None else max(min(call.within, settings.timeout), 0.001)
+
+
+def _sentence(text: str) -> str:
+    """``text`` as the end of a sentence: one final period."""
+    return text.rstrip().rstrip(".") + "."
+
+
+def failure_error(call: Call, failed: Failed, settings: ApiSettings, send: Send) -> OctopodsError:
+    """Return the error of a request that got no answer: whether it was sent is decided here, by :data:`NOT_SENT`."""
+    where = settings.base_url
+    if failed.kind is Failure.CERTIFICATE:
+        return call.error(
+            OctopodsCertificateError,
+            f"The TLS certificate of {where} could not be verified{f' ({failed.detail})' if failed.detail else ''}, "
+            'so nothing was sent. If a proxy or a private CA signs it, set the connection\'s extra "verify" '
+            "to the path of that CA's bundle (PEM); check the host name and the machine's clock otherwise.",
+            Sent.NO,
+        )
+    if failed.kind in NOT_SENT:
+        cls = OctopodsThrottledError if failed.kind is Failure.QUEUED else OctopodsTransientError
+        verb = "Did not ask" if failed.kind in (Failure.QUEUED, Failure.EXPIRED) else "Could not reach"
+        return call.error(
+            cls, f"{verb} Octopods at {where}: {failed.kind.value}, so nothing was sent.", Sent.NO
+        )
+    path = urlsplit(send.url).path
+    if failed.kind is Failure.TIMEOUT:
+        message = f"Octopods did not answer {send.method} {path} within {send.timeout:.3g} s."
+    else:
+        message = f"The connection to Octopods broke during {send.method} {path}."
+    return call.error(OctopodsTransientError, message, Sent.MAYBE)
+
+
+def scrub(value: Any, key: str) -> Any:
+    """Return ``value`` (decoded JSON or text from a server) with every copy of ``key`` redacted."""
+    if isinstance(value, str):
+        return value.replace(key, REDACTED) if key and key in value else value
+    if isinstance(value, dict):
+        return {scrub(k, key): scrub(v, key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v, key) for v in value]
+    return value
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def read_answer(call: Call, answer: Answer, settings: ApiSettings) -> Any:
+    """
+    Turn an answer into the call's result, or raise the error it stands for.
+
+    - 2xx with a JSON body: the parsed result (a 2xx that is not JSON is transient).
+    - 401, or 400 with ``error_code`` 5: :class:`~airflow_provider_octopods.exceptions.OctopodsAuthError`.
+    - 408, 425, 429 (not processed), 5xx or a 400 without Octopods' body: transient.
+    - 400 with ``error_code`` 4 (SMS provider error): ``OctopodsApiError``.
+    - any other 4xx: ``OctopodsBadRequestError``; for a status, with what to check.
+
+    Every text the server sent has the key redacted (:func:`scrub`) before it reaches an error.
+
+    :param call: the call answered.
+    :param answer: the answer.
+    :param settings: the connection's settings (its key, its label).
+    """
+    status = answer.status
+    if not wants_body(status, answer.headers) or len(answer.body) > MAX_RESPONSE_BYTES:
+        raise call.error(
+            OctopodsTransientError,
+            f"Octopods sent an answer larger than {MAX_RESPONSE_BYTES} bytes; it was refused unread.",
+            Sent.MAYBE,
+        )
+    try:
+        payload = scrub(json.loads(answer.body.decode("utf-8")), settings.key)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        payload = None
+    if 200 <= status < 300:
+        if payload is None:
+            raise call.error(
+                OctopodsTransientError,
+                f"Octopods answered HTTP {status} with a body that is not JSON.",
+                Sent.MAYBE,
+                status_code=status,
+            )
+        return call.parse(payload) if call.parse is not None else payload
+    fields = payload if isinstance(payload, dict) else {}
+    code = fields.get("error_code")
+    facts: dict[str, Any] = {
+        "status_code": status,
+        "error_code": code if isinstance(code, int) and not isinstance(code, bool) else None,
+        "error": _text(fields.get("error")) or _text(fields.get("message")),
+        "request_id": _text(fields.get("request_id")),
+    }
+    code, said = facts["error_code"], f": {_sentence(facts['error'])[:-1]}" if facts["error"] else ""
+    if status == 401 or (status == 400 and code == ERROR_CODE_KEY_REVOKED):
+        why = "was rotated or revoked" if code == ERROR_CODE_KEY_REVOKED else "is missing or unknown"
+        raise call.error(
+            OctopodsAuthError,
+            f"Octopods rejected the Channel API key of {settings.label}: the key {why} (HTTP {status}{said}). "
+            "Update the connection's Channel API key (password field) with the current key from Octopods.",
+            Sent.NO,
+            **facts,
+        )
+    if status in NOT_PROCESSED_STATUSES or status >= 500 or (status == 400 and not fields):
+        what = "rate limit reached" if status == 429 else "server trouble"
+        raise call.error(
+            OctopodsTransientError,
+            f"Octopods answered HTTP {status} ({what}){said}.",
+            Sent.NO if status in NOT_PROCESSED_STATUSES else Sent.MAYBE,
+            retry_after=parse_retry_after(answer.headers.get("Retry-After")),
+            **facts,
+        )
+    if status == 400 and code == ERROR_CODE_PROVIDER_ERROR:
+        raise call.error(
+            OctopodsApiError,
+            f"Octopods' SMS provider failed (HTTP 400, error_code 4){said}.",
+            Sent.NO,
+            **facts,
+        )
+    coded = f", error_code {code}" if code is not None else ""
+    message = f"Octopods refused the request (HTTP {status}{coded}){said}."
+    if call.request == "status":
+        message = (
+            f"Octopods does not know {call.subject} (HTTP {status}{coded}){said}. Check that the connection's "
+            "Channel API key belongs to the channel that sent it, and that the id is the send's message_id "
+            "(not its request_id or channel_message_id)."
+        )
+    raise call.error(OctopodsBadRequestError, message, Sent.NO, **facts)
+
+
+def redirect_target(call: Call, send: Send, answer: Answer, settings: ApiSettings) -> str:
+    """
+    Return the URL a redirect leads to, if the call may follow it (a GET, to the same origin); else raise.
+
+    ``requests`` and ``aiohttp`` both forward custom headers such as ``X-Octopods-Auth`` to
+    another host; neither follows redirects here, this function decides, for both.
+    ``https://host`` and ``https://host:443`` are the same origin.
+    """
+    path = urlsplit(send.url).path
+    if call.method != "GET":
+        raise call.error(
+            OctopodsTransientError,
+            f"Octopods answered {call.method} {path} with a redirect (HTTP {answer.status}); it was not "
+            "followed, so the request is not repeated, and it may have been processed.",
+            Sent.MAYBE,
+            status_code=answer.status,
+        )
+    location = scrub(answer.headers.get("Location") or "", settings.key).strip()
+    target = urljoin(send.url, location) if location else ""
+    if not location or any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E for c in location):
+        raise call.error(
+            OctopodsTransientError,
+            f"Octopods answered with a redirect (HTTP {answer.status}) to {location!r:.80}, which is not a URL.",
+            Sent.MAYBE,
+            status_code=answer.status,
+        )
+    if origin(send.url) != origin(target):
+        there = urlsplit(target)
+        raise call.error(
+            OctopodsBadRequestError,
+            f"Octopods redirected to another origin ({there.scheme}://{there.hostname}); the API key was not "
+            "sent there. If the API moved, update the connection's host to that origin.",
+            Sent.NO,
+            status_code=answer.status,
+        )
+    return target
+
+
+@lru_cache(maxsize=16)
+def _headers(key: str, with_body: bool) -> Mapping[str, str]:
+    """The headers of a request: one read-only copy per key, not per poll; the key travels only here."""
+    from types import MappingProxyType
+
+    headers = {AUTH_HEADER: key, "Accept": "application/json", "User-Agent": USER_AGENT}
+    if with_body:
+        headers["Content-Type"] = "application/json"
+    return MappingProxyType(headers)
+
+
+def _follow(call: Call, settings: ApiSettings) -> Generator[Send, Any, Any]:
+    """Make one request, following same-origin redirects of a GET; return the result."""
+    total = time_limit(call, settings)
+    headers = _headers(settings.key, call.body is not None)
+    if call.headers:  # run(headers=...): the key and the defaults still win
+        headers = {**call.headers, **headers}
+    url = settings.base_url + call.path
+    for _ in range(MAX_REDIRECTS + 1):
+        send = Send(
+            call.method,
+            url,
+            headers,
+            call.body,
+            min(CONNECT_TIMEOUT, total),
+            total,
+            settings.ca_bundle,
+            settings.proxy,
+            call.within,
+        )
+        outcome = yield send
+        if isinstance(outcome, Failed):
+            raise failure_error(call, outcome, settings, send)
+        if outcome.status not in REDIRECT_CODES:
+            return read_answer(call, outcome, settings)
+        url = redirect_target(call, send, outcome, settings)
+    raise call.error(
+        OctopodsTransientError, f"Octopods redirected more than {MAX_REDIRECTS} times.", Sent.MAYBE
+    )
+
+
+def exchange(call: Call, settings: ApiSettings, max_retries: int = 0) -> Generator[Any, Any, Any]:
+    """
+    Make ``call`` with the rules of every call; the generator's return value is the result.
+
+    After an auth error the connection is read again once: if the key changed, the call is made
+    again with it (a key rotated while a sensor waits is picked up). A transient error of a GET
+    is retried ``max_retries`` times after :func:`~airflow_provider_octopods.utils.budget.retry_delay`;
+    any other method is never repeated (a send may have reached Octopods).
+
+    :param call: the call.
+    :param settings: the connection's settings.
+    :param max_retries: retries of a transient GET failure.
+    """
+    attempt, refreshed = 0, False
+    while True:
+        try:
+            return (yield from _follow(call, settings))
+        except OctopodsAuthError:
+            if refreshed:
+                raise
+            refreshed, old_key = True, settings.key
+            settings = yield Load()
+            if settings.key == old_key:
+                raise
+            yield Notice(f"The Channel API key of {settings.label} changed; retrying with it.")
+        except OctopodsTransientError as err:
+            attempt += 1
+            if call.method != "GET" or attempt > max_retries:
+                raise
+            yield Pause(retry_delay(attempt, err.retry_after), err, attempt, max_retries)
+
+
+class Exchange:
+    """Step through :func:`exchange` for a hook: ``action = step(outcome)`` until it returns None."""
+
+    def __init__(self, call: Call, settings: ApiSettings, max_retries: int = 0) -> None:
+        self._steps = exchange(call, settings, max_retries)
+        self.result: Any = None
+
+    def step(self, outcome: Any = None) -> Any:
+        """Feed the outcome of the last action; return the next, or None when the call is done."""
+        try:
+            return self._steps.send(outcome)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+
+
+def wants_body(status: int, headers: Mapping[str, str]) -> bool:
+    """Whether to read the body: not for a redirect or one declared over :data:`MAX_RESPONSE_BYTES`."""
+    declared = headers.get("Content-Length", "")
+    too_large = declared.isascii() and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES
+    return status not in REDIRECT_CODES and not too_large
+
+
+def _causes(err: BaseException) -> Generator[BaseException, None, None]:
+    """Yield ``err`` and every exception behind it (cause, context, the libraries' wrapped reasons)."""
+    seen: set[int] = set()
+    todo: list[Any] = [err]
+    while todo:
+        current = todo.pop()
+        if isinstance(current, BaseException) and id(current) not in seen:
+            seen.add(id(current))
+            yield current
+            todo += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+
+
+def _tls_failure(err: BaseException) -> Failed | None:
+    """A certificate problem (always in the handshake), or a TLS error raised by the handshake itself."""
+    for cause in _causes(err):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return Failed(Failure.CERTIFICATE, str(getattr(cause, "verify_message", "") or ""))
+    for cause in _causes(err):
+        tb = cause.__traceback__ if isinstance(cause, ssl.SSLError) else None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == "do_handshake":
+                return Failed(Failure.TLS)
+            tb = tb.tb_next
+    return None
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+def _requests_failure(err: BaseException) -> Failed:
+    """Name what stopped a ``requests`` call before an answer; a failure that cannot be placed is BROKEN."""
+    from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+    tls = _tls_failure(err)
+    if tls is not None:
+        return tls
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    if isinstance(err, requests.exceptions.ProxyError):
+        return Failed(Failure.PROXY)
+    if isinstance(err, requests.ConnectTimeout) or isinstance(reason, NewConnectionError):
+        return Failed(Failure.DNS if isinstance(reason, NameResolutionError) else Failure.CONNECT)
+    if isinstance(err, requests.RequestException) and isinstance(
+        err, ValueError
+    ):  # InvalidURL, InvalidSchema ...
+        return Failed(Failure.INVALID)
+    return Failed(Failure.TIMEOUT if isinstance(err, requests.Timeout) else Failure.BROKEN)
+
+
+def _requests_exchange(session: requests.Session, send: Send) -> Answer | Failed:
+    try:
+        response = session.request(
+            send.method,
+            send.url,
+            headers=send.headers,
+            data=send.body,
+            timeout=(send.connect_timeout, send.timeout),
+            allow_redirects=False,
+            stream=True,
+            verify=send.ca_bundle or False,
+            proxies={"http": send.proxy, "https": send.proxy} if send.proxy else {},
+        )
+        with response:
+            if not wants_body(response.status_code, response.headers):
+                return Answer(response.status_code, response.headers)
+            body = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+            return Answer(response.status_code, response.headers, body)
+    except Exception as err:  # requests', urllib3's and the socket's errors alike
+        return _requests_failure(err)
+
+
+def send_with_requests(session: requests.Session, send: Send) -> Answer | Failed:
+    """
+    Perform ``send`` with ``requests``, the whole exchange within ``send.timeout``.
+
+    ``requests`` bounds each socket read, not the exchange: a server that sends its head one byte
+    at a time would hold the call far past its timeout. The request runs in a daemon thread that
+    the caller stops waiting for when the time is up (a ``TIMEOUT``: it may have been processed).
+
+    :param session: the hook's session.
+    :param send: the request.
+    """
+    box: list[Answer | Failed] = []
+    worker = threading.Thread(
+        target=lambda: box.append(_requests_exchange(session, send)), name="octopods-request", daemon=True
+    )
+    worker.start()
+    worker.join(send.timeout + 0.05)  # a connect timeout (nothing sent) is told by requests itself
+    return box[0] if box else Failed(Failure.TIMEOUT)
+
+
+# -- aiohttp ------------------------------------------------------------------------------------
+
+
+def _aiohttp_failure(err: BaseException) -> Failed:
+    """Name what stopped an ``aiohttp`` call before an answer; a failure that cannot be placed is BROKEN."""
+    tls = _tls_failure(err)
+    if tls is not None:
+        return tls
+    kinds: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Failure]] = [
+        ((aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError), Failure.PROXY),
+        (aiohttp.ClientConnectorDNSError, Failure.DNS),
+        (aiohttp.ClientSSLError, Failure.TLS),  # a ClientConnectorError: raised while connecting
+        ((aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError), Failure.CONNECT),
+        ((aiohttp.InvalidURL, ValueError), Failure.INVALID),
+        (TimeoutError, Failure.TIMEOUT),
+    ]
+    return next((Failed(kind) for types, kind in kinds if isinstance(err, types)), Failed(Failure.BROKEN))
+
+
+async def send_with_aiohttp(session: aiohttp.ClientSession, send: Send) -> Answer | Failed:
+    """
+    Perform ``send`` with ``aiohttp`` (redirects never followed by ``aiohttp``), within ``send.timeout``.
+
+    :param session: the shared session of the event loop.
+    :param send: the request.
+    """
+    try:
+        async with session.request(
+            send.method,
+            send.url,
+            headers=send.headers,
+            data=send.body,
+            allow_redirects=False,
+            ssl=ssl_context(send.ca_bundle),
+            proxy=send.proxy,
+            timeout=aiohttp.ClientTimeout(total=send.timeout, connect=send.connect_timeout),
+        ) as response:
+            body = b""
+            while wants_body(response.status, response.headers) and len(body) <= MAX_RESPONSE_BYTES:
+                chunk = await response.content.read(MAX_RESPONSE_BYTES + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+            return Answer(response.status, response.headers, body)
+    except Exception as err:  # aiohttp's, asyncio's and the socket's errors alike
+        return _aiohttp_failure(err)
+
+
+class SharedSession:
+    """
+    The ``aiohttp`` session of one event loop, shared by every async hook on it.
+
+    A triggerer running a thousand Octopods triggers keeps one pool of kept-alive connections
+    instead of a session per trigger or per poll. A hook takes it with :meth:`acquire` at its
+    first request on a loop and gives it back with :meth:`release` when closed; the last one out
+    closes it. Sessions of loops that closed without that are dropped at the next
+    :meth:`acquire`, so no closed loop stays reachable through them. The session keeps no
+    cookies and reads no environment: the proxy and the key come with each request.
+    """
+
+    _by_loop: dict[asyncio.AbstractEventLoop, SharedSession] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.users = 0
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=90, ttl_dns_cache=300),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    @classmethod
+    def acquire(cls) -> SharedSession:
+        """Return the running loop's shared session, counting one more user."""
+        loop = asyncio.get_running_loop()
+        for dead in [other for other in cls._by_loop if other.is_closed()]:
+            cls._by_loop.pop(dead).session.detach()
+        shared = cls._by_loop.get(loop)
+        if shared is None or shared.session.closed:
+            shared = cls._by_loop[loop] = cls(loop)
+        shared.users += 1
+        return shared
+
+    async def release(self) -> None:
+        """Count one user less; the last one closes the session (on its own loop only)."""
+        self.users -= 1
+        if self.users > 0 or asyncio.get_running_loop() is not self.loop:
+            return
+        if self._by_loop.get(self.loop) is self:
+            del self._by_loop[self.loop]
+        await self.session.close()
+
+
+class ConnectionCache:
+    """
+    A connection's settings, read once per event loop and shared by its hooks for ``TTL`` seconds.
+
+    A triggerer resuming a thousand Octopods waits would otherwise ask the metadata database (or,
+    on Airflow 3, the API server) for the same connection a thousand times. Concurrent first
+    reads share one lookup. An auth error makes the hook ask again with ``refresh`` (a rotated
+    key is picked up at once); other edits reach running waits within ``TTL``. Only results are
+    kept once a lookup ends, never its task (a task holds its loop; the cache is keyed weakly by it).
+    """
+
+    TTL = 60.0
+    _entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    @classmethod
+    async def get(cls, conn_id: str, refresh: bool = False) -> ApiSettings:
+        """
+        Return the connection's settings.
+
+        :param conn_id: the connection id.
+        :param refresh: read it again even if cached.
+        """
+        loop = asyncio.get_running_loop()
+        entries = cls._entries.get(loop)
+        if entries is None:
+            entries = cls._entries[loop] = {}
+        entry = entries.get(conn_id)
+        if isinstance(entry, tuple) and not refresh and time.monotonic() < entry[0]:
+            return entry[1]  # type: ignore[no-any-return]
+        if not isinstance(entry, asyncio.Task) or refresh:
+            entry = entries[conn_id] = loop.create_task(_fetch_connection(conn_id))
+            entry.add_done_callback(lambda task: cls._settle(entries, conn_id, task))
+        return await asyncio.shield(entry)
+
+    @classmethod
+    def _settle(cls, entries: dict[str, Any], conn_id: str, task: asyncio.Task[Any]) -> None:
+        if entries.get(conn_id) is not task:
+            return
+        if task.cancelled() or task.exception() is not None:
+            del entries[conn_id]  # a failed lookup is not cached
+        else:
+            entries[conn_id] = (time.monotonic() + cls.TTL, task.result())
+
+
+async def _fetch_connection(conn_id: str) -> ApiSettings:
+    """Read a connection without blocking the event loop, and mask its key."""
+    from airflow.providers.common.compat.connection import get_async_connection
+
+    try:
+        conn = await get_async_connection(conn_id)
+    except AirflowNotFoundException:
+        raise missing_connection(conn_id) from None
+    settings = connection_settings(conn)
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:  # Airflow 2: the local, sync masker
+        mask_secret(settings.key)
+    else:  # Airflow 3: the sync call would make a blocking round trip to the supervisor
+        await amask_secret(settings.key)
+    return settings
+
+
+async def send_within_budget(
+    session: aiohttp.ClientSession, send: Send, settings: ApiSettings, started: float
+) -> Answer | Failed:
+    """
+    Perform ``send`` when the key's budget in this process allows, and teach the budget the answer.
+
+    Every async request with one key on one event loop (all the triggers of a triggerer) draws
+    from one :func:`~airflow_provider_octopods.utils.budget.group_budget`: polls due together are
+    spread, and a 429 slows the whole group. The wait for a slot counts against the caller's limit
+    (``send.within``, from ``started``): a request that gets no slot within it is not sent
+    (``QUEUED``), and one that does gets only what is left of it. A deadline is never overrun.
+
+    :param session: the shared session of the event loop.
+    :param send: the request.
+    :param settings: the connection's settings (base URL, key group, ``max_requests_per_second``).
+    :param started: when (``time.monotonic()``) the caller's limit began.
+    """
+    budget = group_budget(settings.group, settings.base_url, settings.max_requests_per_second)
+    within = None if send.within is None else send.within - (time.monotonic() - started)
+    if within is not None and within <= 0:
+        return Failed(Failure.EXPIRED)  # e.g. a slow first read of the connection used it all
+    try:
+        sent_at = await budget.acquire(within)
+    except TimeoutError:
+        return Failed(Failure.QUEUED)
+    if send.within is not None:
+        left = send.within - (time.monotonic() - started)
+        if left <= 0:
+            return Failed(Failure.EXPIRED)
+        if left < send.timeout:
+            send = dataclasses.replace(send, timeout=left, connect_timeout=min(send.connect_timeout, left))
+    outcome = await send_with_aiohttp(session, send)
+    if isinstance(outcome, Answer):
+        budget.on_answer(outcome.status, parse_retry_after(outcome.headers.get("Retry-After")), sent_at)
+    else:
+        budget.on_answer(None, None, sent_at)
+    return outcome
+
+
+# -- the hooks ----------------------------------------------------------------------------------
+
+
+class _OctopodsHookBase:
+    """What both hooks share: the connection's name and type, and the checks of a send."""
+
+    conn_name_attr = "octopods_conn_id"
+    default_conn_name = "octopods_default"
+    conn_type = "octopods"
+    hook_name = "Octopods"
+    octopods_conn_id: str
+    log: Any
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(octopods_conn_id={self.octopods_conn_id!r})"
+
+    def _send_call(
+        self, settings: ApiSettings, destination_phone: str, body: str, options: SendOptions
+    ) -> Call:
+        call, warning = send_call(destination_phone, body, settings, **options)
+        if warning:
+            self.log.warning("%s", warning)
+        return call
+
+
+class OctopodsHook(_OctopodsHookBase, HttpHook):
+    """
+    Talk to the Octopods API synchronously, with ``requests``.
 
     The connection's password is the Channel API key; it travels only in the ``X-Octopods-Auth``
-    header. One ``requests`` session (with TCP keep-alive) is reused for every call of the hook.
-    Transient trouble (HTTP 429 and 5xx, unreadable answers, connection errors, timeouts) is
-    retried ``max_retries`` times with capped, jittered backoff that honours ``Retry-After``.
-    When Octopods rejects the key, the connection is read again once, so a key rotated in Airflow
-    while a sensor waits is picked up. Every call, :meth:`run` included, goes through the request
-    core (``airflow_provider_octopods._core``) that the async hook shares.
+    header. The connection is read once per hook; one ``requests`` session (with TCP keep-alive)
+    serves every call. A transient failure of a GET (HTTP 429 and 5xx, unreadable answers,
+    connection errors, timeouts) is retried ``max_retries`` times after
+    :func:`~airflow_provider_octopods.utils.budget.retry_delay`. When Octopods rejects the key, the
+    connection is read again once, so a key rotated while a sensor waits is picked up. What it
+    inherits from ``HttpHook`` either goes through the same rules (:meth:`run`,
+    :meth:`url_from_endpoint`) or fails and names the method to use.
 
     :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>` to use.
     :param max_retries: how many times to retry a transient failure of a GET before raising it.
     :param method: the default HTTP method of :meth:`run` (``HttpHook``'s ``method``).
     """
 
-    conn_name_attr = "octopods_conn_id"
-    default_conn_name = "octopods_default"
-    conn_type = "octopods"
-    hook_name = "Octopods"
-
     def __init__(
         self,
-        octopods_conn_id: str = default_conn_name,
+        octopods_conn_id: str = _OctopodsHookBase.default_conn_name,
         *,
         max_retries: int = 2,
         method: str = "GET",
@@ -89,43 +1269,33 @@ class OctopodsHook(HttpHook):
         self.octopods_conn_id = octopods_conn_id
         self.max_retries = max_retries
         self._session: requests.Session | None = None
-        self._credentials: tuple[ApiSettings, str] | None = None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(octopods_conn_id={self.octopods_conn_id!r})"
+        self._settings: ApiSettings | None = None
+        self._label: str | None = None
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Return the connection form's layout for Airflow UIs older than 3.2."""
-        return {"hidden_fields": HIDDEN_FIELDS, "relabeling": RELABELING, "placeholders": PLACEHOLDERS}
+        from airflow_provider_octopods.get_provider_info import ui_field_behaviour
+
+        return ui_field_behaviour()
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """
-        Return the connection form's extra fields for Airflow UIs older than 3.2.
-
-        Built from the same ``conn-fields`` declaration that Airflow 3.2+ reads from the provider
-        info (which then never calls this). Values are checked when the connection is used.
-        """
-        from airflow_provider_octopods._form import connection_form_widgets
+        """Return the connection form's extra fields for Airflow UIs older than 3.2 (from ``conn-fields``)."""
+        from airflow_provider_octopods.get_provider_info import connection_form_widgets
 
         return connection_form_widgets()
 
-    def _load_connection(self, refresh: bool = False, shown_as: str | None = None) -> tuple[ApiSettings, str]:
-        """
-        Return the connection's settings and key, read once, or again with ``refresh``.
-
-        :param refresh: read the connection again (after an auth error).
-        :param shown_as: the connection id that error messages name; None names it "this
-            connection" (the connection test, whose id is Airflow's random temporary one).
-        """
-        if self._credentials is None or refresh:
-            conn = self.get_connection(self.octopods_conn_id)
-            label = connection_label(shown_as)
-            key = api_key(conn, label)
-            mask_secret(key)
-            self._credentials = (api_settings(conn, label), key)
-        return self._credentials
+    def settings(self, refresh: bool = False) -> ApiSettings:
+        """Return the connection's settings, read once, or again with ``refresh``; the key is masked."""
+        if self._settings is None or refresh:
+            try:
+                conn = self.get_connection(self.octopods_conn_id)
+            except AirflowNotFoundException:
+                raise missing_connection(self.octopods_conn_id) from None
+            self._settings = connection_settings(conn, self._label)
+            mask_secret(self._settings.key)
+        return self._settings
 
     def get_conn(
         self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
@@ -133,8 +1303,8 @@ class OctopodsHook(HttpHook):
         """
         Return the hook's ``requests`` session, created on first use and reused afterwards.
 
-        The session carries no credentials and no TLS or proxy setting, and ignores the
-        environment: the request core adds the key, the CA bundle and the proxy to each request.
+        It carries no credentials and ignores the environment: the key, the CA bundle and the
+        proxy come with each request, decided here for both hooks.
 
         :param headers: extra headers for every request of the session.
         :param extra_options: not supported (give the connection's extras instead).
@@ -145,18 +1315,43 @@ class OctopodsHook(HttpHook):
             )
         if self._session is None:
             self._session = requests.Session()
-            # The request core decides proxies and CAs (the same for the async hook): requests
-            # must not add its own from the environment (HTTP(S)_PROXY, REQUESTS_CA_BUNDLE, .netrc).
-            self._session.trust_env = False
-            # Redirects are never followed by requests (allow_redirects=False on every request)
-            # but by the request core. Do not set max_redirects to 0: requests then raises
-            # TooManyRedirects on any redirect answer, even one it does not follow.
+            self._session.trust_env = False  # no HTTP(S)_PROXY, REQUESTS_CA_BUNDLE or .netrc of its own
             if self.keep_alive_adapter is not None:
                 self._session.mount("https://", self.keep_alive_adapter)
                 self._session.mount("http://", self.keep_alive_adapter)
         if headers:
             self._session.headers.update(headers)
         return self._session
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections of the hook."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def call(self, call: Call) -> Any:
+        """
+        Make ``call`` with every rule of :func:`exchange`: redirects, size bound, errors, key refresh, retries.
+
+        :param call: what to ask.
+        """
+        exchange = Exchange(call, self.settings(), self.max_retries)
+        action = exchange.step()
+        while action is not None:
+            outcome: Any = None
+            if isinstance(action, Send):
+                outcome = send_with_requests(self.get_conn(), action)
+            elif isinstance(action, Load):
+                outcome = self.settings(refresh=True)
+            elif isinstance(action, Pause):
+                self.log.warning(
+                    "%s Retry %d/%d in %.1f s.", action.error, action.attempt, action.attempts, action.delay
+                )
+                time.sleep(action.delay)
+            else:
+                self.log.info("%s", action.message)
+            action = exchange.step(outcome)
+        return exchange.result
 
     def run(
         self,
@@ -173,8 +1368,7 @@ class OctopodsHook(HttpHook):
 
         Useful for endpoints this provider does not wrap. Unlike ``HttpHook.run``, the answer is
         returned decoded (the JSON body), and every failure is an
-        :class:`~airflow_provider_octopods.exceptions.OctopodsError`; a transient failure of a GET
-        is retried ``max_retries`` times, other methods are never repeated.
+        :class:`~airflow_provider_octopods.exceptions.OctopodsError`.
 
         :param endpoint: a path below the connection's URL, e.g. ``api/v1/sms/messages/42``.
         :param data: for GET, HEAD and DELETE the query (a dict or string); otherwise the JSON body.
@@ -188,119 +1382,121 @@ class OctopodsHook(HttpHook):
                 f"{sorted({*(extra_options or {}), *request_kwargs})} are not supported; give endpoint, "
                 "data, headers and method, and set timeout and verify on the connection.",
             )
-        return self._call(endpoint_request(method or self.method, endpoint, data, headers))
+        return self.call(endpoint_call(method or self.method, endpoint, data, headers))
 
-    def close(self) -> None:
-        """Close the pooled HTTP connections of the hook."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-
-    def _call(self, request: Request, anonymous: bool = False) -> Any:
+    def url_from_endpoint(self, endpoint: str | None) -> str:
         """
-        Drive the request core: one call, with this hook's retries and key refresh.
+        Return the URL :meth:`run` would call for ``endpoint`` (the connection's scheme, host and port).
 
-        :param request: the call.
-        :param anonymous: name the connection "this connection" in messages (connection test).
+        :param endpoint: a path below the connection's URL.
         """
-        shown = None if anonymous else self.octopods_conn_id
-        exchange = Exchange(request, shown, self.max_retries)
-        action = exchange.step()
-        while action is not None:
-            outcome: Any = None
-            if isinstance(action, Send):
-                outcome = send_with_requests(self.get_conn(), action)
-            elif isinstance(action, Load):
-                outcome = self._load_connection(action.refresh, shown)
-            elif isinstance(action, Pause):
-                self.log.warning(
-                    "%s Retry %d/%d in %.1f s.", action.error, action.attempt, action.attempts, action.delay
-                )
-                time.sleep(action.delay)
-            elif isinstance(action, Notice):
-                self.log.info("%s", action.message)
-            action = exchange.step(outcome)
-        return exchange.result
+        return self.settings().base_url + endpoint_call("GET", endpoint).path
+
+    def _use_run_instead(self, *args: Any, **kwargs: Any) -> Any:
+        raise OctopodsError(
+            "OctopodsHook does not send prepared requests or check raw responses: it would bypass the "
+            "key, TLS, redirect and error rules. Use OctopodsHook.run(endpoint, data, headers, method=...), "
+            "with OctopodsHook(max_retries=...) for retries."
+        )
+
+    run_and_check = _use_run_instead
+    check_response = _use_run_instead
+    run_with_advanced_retry = _use_run_instead
 
     def get_sms_status(self, message_id: int | str) -> SmsStatus:
         """
         Return the current status of an SMS.
 
-        :param message_id: the ``message_id`` returned when the SMS was sent (an int or a string
-            of digits).
+        :param message_id: the ``message_id`` returned when the SMS was sent (an int or a string of digits).
         """
-        return self._call(status_request(message_id))
+        return self.call(status_call(message_id))  # type: ignore[no-any-return]
+
+    def prepare_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> Call:
+        """
+        Read the connection and check a send's number and text, sending nothing; :meth:`send` sends it.
+
+        Every problem raises here, before anything leaves (the send operator marks its ledger
+        between the two). Arguments as for :meth:`send_sms`.
+        """
+        settings = self.settings()
+        settings.proxy  # noqa: B018  # an unusable proxy setting fails here, before anything leaves
+        return self._send_call(settings, destination_phone, body, options)
+
+    def send(self, call: Call) -> SentSms:
+        """
+        Send what :meth:`prepare_sms` prepared, at most once.
+
+        :param call: the prepared send.
+        """
+        return self.call(call)  # type: ignore[no-any-return]
 
     def send_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> SentSms:
         """
         Send an SMS, at most once: a failure that may hide a send is never retried.
 
         Number and text are checked before any request (:doc:`/numbers`). A failure after the
-        request left is an ``OctopodsSendUnconfirmedError`` (a retry could text twice); one before
-        stays an ``OctopodsTransientError`` (``request_sent`` False). The answer carries the
+        request left is an ``OctopodsSendUnconfirmedError`` (a retry could text twice); one
+        before stays an ``OctopodsTransientError`` whose ``sent`` is ``no``. The answer carries the
         number in E.164 form, the text's encoding and its number of segments.
 
         :param destination_phone: the recipient, e.g. ``+12015550123`` or, with
             ``default_region``, a national number such as ``(201) 555-0123``.
         :param body: the text, 1 to 1,600 characters.
-        :param options: the optional arguments of
-            :class:`~airflow_provider_octopods._calls.SendOptions` (``destination_user_name``,
-            ``default_region``, ``strict_numbers``, ``max_segments``, ...).
+        :param options: the optional arguments of :class:`~airflow_provider_octopods.models.SendOptions`
+            (``destination_user_name``, ``default_region``, ``strict_numbers``, ``max_segments``, ...).
         """
-        settings = self._load_connection(shown_as=self.octopods_conn_id)[0]
-        with sent_at_most_once():
-            return self._call(send_request(destination_phone, body, settings, **options))  # type: ignore[no-any-return]
+        return self.send(self.prepare_sms(destination_phone, body, **options))
 
     def test_connection(self) -> tuple[bool, str]:
         """
         Check the connection's URL and Channel API key (the UI's Test button).
 
-        Airflow tests a temporary copy of the connection under a random id, so the messages say
-        "this connection" instead of naming it.
+        Only an answer in Octopods' shape counts: the probe asks for a message no one has, and
+        Octopods answers HTTP 400 with its ``error_code``. Airflow tests a temporary copy of the
+        connection under a random id, so the messages say "this connection".
         """
-        ok = "Connection works: Octopods accepted the Channel API key."
-        self._credentials = None
+        self._settings, self._label = None, "this connection"
         try:
-            self._call(probe_request(), anonymous=True)
+            self.call(Call("test", "GET", f"{SEND_PATH}/{PROBE_MESSAGE_ID}"))
         except OctopodsAuthError as err:
             return False, str(err)
-        except OctopodsBadRequestError:
-            return True, ok  # the key was accepted; the probe message does not exist
+        except OctopodsBadRequestError as err:
+            if err.status_code == 400 and err.error_code is not None:
+                return True, "Connection works: Octopods accepted the Channel API key."
+            return False, (
+                f"{self._settings.base_url if self._settings else 'The host'} answered HTTP {err.status_code}, "
+                "not as Octopods answers: check the connection's Octopods URL (host)."
+            )
         except OctopodsError as err:
             return False, f"Could not check the Channel API key: {err}"
         finally:
             self.close()
-            self._credentials = None
-        return True, ok
+            self._settings, self._label = None, None
+        return (
+            False,
+            "The host answered the probe with a success, not as Octopods answers: check the Octopods URL.",
+        )
 
 
-class OctopodsAsyncHook(BaseHook):
+class OctopodsAsyncHook(_OctopodsHookBase, BaseHook):
     """
-    Talk to the Octopods SMS API from asyncio code (triggers).
+    Talk to the Octopods API from asyncio code (triggers), with ``aiohttp``.
 
-    Requests go through kept-alive connections shared by all hooks on the event loop
-    (:class:`~airflow_provider_octopods._transport.Clients`); call :meth:`close` (or use
-    ``async with``) when done. One call is one request: the caller (the trigger) owns the
-    polling schedule and backoff. The connection is read without blocking the event loop, once,
-    and again only if Octopods rejects the key (a rotated key is picked up).
+    Requests go through one ``aiohttp`` session per event loop, shared by all hooks on it
+    (:class:`SharedSession`), and through the key's request budget
+    (:mod:`~airflow_provider_octopods.utils.budget`). One call is one request: the caller (the
+    trigger) owns the polling schedule and backoff. The connection is read without blocking the
+    event loop, once, and again only if Octopods rejects the key. Call :meth:`close` (or use
+    ``async with``) when done; a hook used on a new event loop takes that loop's session.
 
     :param octopods_conn_id: the :ref:`Octopods connection <howto/connection:octopods>` to use.
     """
 
-    conn_name_attr = "octopods_conn_id"
-    default_conn_name = "octopods_default"
-    conn_type = "octopods"
-    hook_name = "Octopods"
-
-    def __init__(self, octopods_conn_id: str = default_conn_name) -> None:
+    def __init__(self, octopods_conn_id: str = _OctopodsHookBase.default_conn_name) -> None:
         super().__init__()
         self.octopods_conn_id = octopods_conn_id
-        self._clients: Clients | None = None
-        self._credentials: tuple[ApiSettings, str] | None = None
-        self._group = ""  # group_id() of the credentials' base URL and key
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(octopods_conn_id={self.octopods_conn_id!r})"
+        self._settings: ApiSettings | None = None
+        self._shared: SharedSession | None = None
 
     async def __aenter__(self) -> OctopodsAsyncHook:
         return self
@@ -308,42 +1504,42 @@ class OctopodsAsyncHook(BaseHook):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _load_connection(self, refresh: bool = False) -> tuple[ApiSettings, str]:
-        if self._credentials is None or refresh:
-            credentials = await ConnectionCache.get(self.octopods_conn_id, fetch_connection, refresh)
-            if credentials is not self._credentials:
-                self._credentials, self._group = (
-                    credentials,
-                    group_id(credentials[0].base_url, credentials[1]),
-                )
-        return self._credentials
-
     async def close(self) -> None:
-        """Give the shared clients back; the last hook on the event loop closes them."""
-        if self._clients is not None:
-            clients, self._clients = self._clients, None
-            await ClientPool.release(clients)
+        """Give the shared session back; the last hook on the event loop closes it."""
+        if self._shared is not None:
+            shared, self._shared = self._shared, None
+            await shared.release()
 
-    async def _call(self, request: Request, started: float | None = None) -> Any:
+    def _session(self) -> aiohttp.ClientSession:
+        """The running loop's shared session, taken at the first request on that loop."""
+        if self._shared is None or self._shared.loop is not asyncio.get_running_loop():
+            self._shared = SharedSession.acquire()  # one of a closed loop is dropped by acquire
+        return self._shared.session
+
+    async def settings(self, refresh: bool = False) -> ApiSettings:
+        """Return the connection's settings, read once (shared on the event loop), or again with ``refresh``."""
+        if self._settings is None or refresh:
+            self._settings = await ConnectionCache.get(self.octopods_conn_id, refresh)
+        return self._settings
+
+    async def call(self, call: Call, started: float | None = None) -> Any:
         """
-        Drive the request core: one call is one request (the caller owns retries).
+        Make ``call`` with every rule of :func:`exchange`; one call is one request (no retries).
 
-        :param request: the call.
-        :param started: when (``time.monotonic()``) the caller's limit, ``request.timeout``,
-            began; default now. Reading the connection counts against it.
+        :param call: what to ask.
+        :param started: when (``time.monotonic()``) the caller's limit began; default now.
         """
         started = time.monotonic() if started is None else started
-        exchange = Exchange(request, self.octopods_conn_id)
+        settings = await self.settings()
+        exchange = Exchange(call, settings)
         action = exchange.step()
         while action is not None:
             outcome: Any = None
             if isinstance(action, Send):
-                self._clients = self._clients or ClientPool.acquire()
-                settings, _ = await self._load_connection()
-                outcome = await send_within_budget(self._clients, action, settings, self._group, started)
+                outcome = await send_within_budget(self._session(), action, settings, started)
             elif isinstance(action, Load):
-                outcome = await self._load_connection(action.refresh)
-            elif isinstance(action, Notice):
+                outcome = settings = await self.settings(refresh=True)
+            else:
                 self.log.info("%s", action.message)
             action = exchange.step(outcome)
         return exchange.result
@@ -355,15 +1551,22 @@ class OctopodsAsyncHook(BaseHook):
         Return the current status of an SMS (one request; transient trouble raises
         :class:`~airflow_provider_octopods.exceptions.OctopodsTransientError`).
 
+        Concurrent polls of one message with one key in this process share one request.
+
         :param message_id: the ``message_id`` returned when the SMS was sent.
         :param timeout: seconds (or a timedelta) this request may take at most, if less than the
             connection's ``timeout`` (a trigger passes the time left before its deadline).
         """
         started = time.monotonic()  # a first read of the connection counts against ``timeout``
-        request = status_request(message_id, timeout)
-        await self._load_connection()
-        # Concurrent polls of one message in this process (many triggers on one id) share a request.
-        return await coalesce((self._group, request.path), lambda: self._call(request, started))
+        call = status_call(message_id, timeout)
+        settings = await self.settings()
+        return await coalesce((settings.group, call.path), lambda: self.call(call, started))  # type: ignore[no-any-return]
+
+    async def prepare_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> Call:
+        """Read the connection and check a send, sending nothing (see :meth:`OctopodsHook.prepare_sms`)."""
+        settings = await self.settings()
+        settings.proxy  # noqa: B018  # an unusable proxy setting fails here, before anything leaves
+        return self._send_call(settings, destination_phone, body, options)
 
     async def send_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> SentSms:
         """
@@ -371,9 +1574,6 @@ class OctopodsAsyncHook(BaseHook):
 
         :param destination_phone: the recipient, international or (with ``default_region``) national.
         :param body: the text, 1 to 1,600 characters.
-        :param options: the optional arguments of
-            :class:`~airflow_provider_octopods._calls.SendOptions`.
+        :param options: the optional arguments of :class:`~airflow_provider_octopods.models.SendOptions`.
         """
-        settings, _ = await self._load_connection()
-        with sent_at_most_once():
-            return await self._call(send_request(destination_phone, body, settings, **options))  # type: ignore[no-any-return]
+        return await self.call(await self.prepare_sms(destination_phone, body, **options))  # type: ignore[no-any-return]

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseNotifier
 
-from airflow_provider_octopods._calls import SendArguments
 from airflow_provider_octopods.exceptions import OctopodsError
+from airflow_provider_octopods.models import SendArguments
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Sequence
@@ -118,7 +118,7 @@ class OctopodsSmsNotifier(SendArguments, BaseNotifier):
 
     def _text(self) -> Any:
         """Return the rendered body, cut at a segment boundary if it overflows the limits."""
-        from airflow_provider_octopods._segments import measure, truncate
+        from airflow_provider_octopods.utils.segments import measure, truncate
 
         body = self.body
         if not isinstance(body, str) or not body.strip():
@@ -179,9 +179,9 @@ class OctopodsSmsNotifier(SendArguments, BaseNotifier):
 
         :param context: the notification's context.
         """
-        from airflow_provider_octopods._lazy import hooks_module
+        from airflow_provider_octopods.triggers.octopods import _hooks_module
 
-        hooks = await hooks_module()  # in the triggerer (deadline alerts): not on the event loop
+        hooks = await _hooks_module()  # in the triggerer (deadline alerts): not on the event loop
 
         try:
             async with hooks.OctopodsAsyncHook(self.octopods_conn_id) as hook:

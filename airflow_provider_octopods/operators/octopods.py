@@ -10,28 +10,27 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import BaseOperator, TaskDeferred, conf
 
-from airflow_provider_octopods._calls import SendArguments, SendOptions
-from airflow_provider_octopods._ledger import PreviousSend, SendLedger
-from airflow_provider_octopods._wait import (
+from airflow_provider_octopods.exceptions import (
+    OctopodsDeliveryError,
+    OctopodsTimeoutError,
+    OctopodsWaitAfterSendError,
+    Sent,
+)
+from airflow_provider_octopods.models import SendArguments, SendOptions, seconds
+from airflow_provider_octopods.triggers.octopods import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_INITIAL_DELAY,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
+    OctopodsSmsDeliveryTrigger,
     PollSchedule,
     ScheduledWait,
+    defer_wait,
     require_delivered,
-    seconds,
     statuses_from_event,
 )
-from airflow_provider_octopods.exceptions import (
-    OctopodsDeliveryError,
-    OctopodsError,
-    OctopodsSendUnconfirmedError,
-    OctopodsTimeoutError,
-    OctopodsWaitAfterSendError,
-)
-from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger, defer_wait
+from airflow_provider_octopods.utils.ledger import PreviousSend, SendLedger
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator, Sequence
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
     from airflow.triggers.base import TriggerEvent
 
     from airflow_provider_octopods.hooks.octopods import OctopodsHook
-    from airflow_provider_octopods.models import SentSms
 
 __all__ = ["OctopodsSendSmsOperator"]
 
@@ -180,15 +178,20 @@ class OctopodsSendSmsOperator(SendArguments, ScheduledWait, BaseOperator):
         return self.execute_complete(context, event, sent=done.sent)
 
     def _send_once(self, ledger: SendLedger) -> PreviousSend:
-        """Send the SMS and record it in ``ledger`` (a mark before the request, the answer after)."""
-        ledger.sending()
+        """
+        Send the SMS and record it in ``ledger``: a mark just before the request, the answer after.
+
+        The connection is read and the number and text checked before the mark, so that no failure
+        of theirs blocks a retry; a failure that certainly sent nothing drops the mark again.
+        """
         try:
-            sent = self._send()
-        except OctopodsSendUnconfirmedError:
-            raise  # the mark stays: a retry must not send blindly
-        except OctopodsError:
-            ledger.forget()  # answered or never sent: nothing left, a retry may send
-            raise
+            call = self.hook.prepare_sms(self.destination_phone, self.body, **self._options())
+            ledger.sending()
+            sent = self.hook.send(call)
+        except BaseException as err:
+            if getattr(err, "sent", Sent.MAYBE) in (None, Sent.NO):
+                ledger.forget()  # refused or never sent: a retry may send
+            raise  # else the mark stays: a retry must not send blindly
         finally:
             self.hook.close()
         self.log.info(
@@ -201,19 +204,13 @@ class OctopodsSendSmsOperator(SendArguments, ScheduledWait, BaseOperator):
         )
         return ledger.record(sent)
 
-    def _send(self) -> SentSms:
-        """
-        Send the SMS once (the hook never repeats a send that may have reached Octopods).
-
-        A failure that may hide a send is an ``OctopodsSendUnconfirmedError`` (no retry); one
-        that certainly sent nothing (no connection, HTTP 429) is left to the task's retries.
-        """
-        options: SendOptions = {
+    def _options(self) -> SendOptions:
+        """The send's options, as rendered."""
+        return {
             **self._send_options(),
             "open_intercom_conversation": self.open_intercom_conversation,
             "intercom_teammate_id": self.intercom_teammate_id,
         }
-        return self.hook.send_sms(self.destination_phone, self.body, **options)
 
     @staticmethod
     def _wait_in_process(trigger: OctopodsSmsDeliveryTrigger) -> dict[str, Any] | None:
@@ -249,10 +246,6 @@ class OctopodsSendSmsOperator(SendArguments, ScheduledWait, BaseOperator):
         :param sent: the send's answer (``SentSms.to_dict()``).
         """
         with _never_resend(sent, durable=SendLedger.of(context).durable):
-            if sent:
-                self.log.info(
-                    "Wait on SMS %s ended: %s.", sent.get("message_id"), (event or {}).get("status")
-                )
             return require_delivered(statuses_from_event(event, self.timeout), self.log)[0]
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:

@@ -13,20 +13,6 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_octopods._wait import (
-    DEFAULT_BACKOFF_FACTOR,
-    DEFAULT_INITIAL_DELAY,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_TIMEOUT,
-    PollSchedule,
-    ScheduledWait,
-    WaitEngine,
-    require_delivered,
-    seconds,
-    statuses_from_event,
-)
 from airflow_provider_octopods.exceptions import (
     OctopodsError,
     OctopodsInputError,
@@ -34,9 +20,25 @@ from airflow_provider_octopods.exceptions import (
 )
 from airflow_provider_octopods.models import (
     SmsStatus,
+    seconds,
     timeout_message,
     validate_message_id,
     validate_message_ids,
+)
+from airflow_provider_octopods.triggers.octopods import (
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_INITIAL_DELAY,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    OctopodsSmsDeliveryTrigger,
+    PollSchedule,
+    ScheduledWait,
+    WaitEngine,
+    defer_wait,
+    require_delivered,
+    statuses_from_event,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_octopods.hooks.octopods import OctopodsHook
 
-__all__ = ["DEFAULT_TIMEOUT", "OctopodsSmsDeliverySensor", "require_delivered", "statuses_from_event"]
+__all__ = ["OctopodsSmsDeliverySensor"]
 
 
 class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
@@ -64,7 +66,7 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
     poke makes one request per message and never sleeps, so the wait ends within one request
     timeout of ``timeout``; in reschedule mode a backoff longer than ``poke_interval`` reschedules
     the task to its end. Every mode drives the same
-    :class:`~airflow_provider_octopods._wait.WaitEngine`.
+    :class:`~airflow_provider_octopods.triggers.octopods.WaitEngine`.
 
     In deferrable mode the wait runs in the triggerer
     (:class:`~airflow_provider_octopods.triggers.octopods.OctopodsSmsDeliveryTrigger`), which
@@ -173,8 +175,6 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
             finally:
                 if "hook" in self.__dict__:
                     self.hook.close()
-        from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger, defer_wait
-
         multiple = self.message_ids is not None
         trigger = OctopodsSmsDeliveryTrigger(
             message_id=None if multiple else ids[0],

@@ -33,9 +33,8 @@ def __getattr__(name: str) -> Any:
     """
     Import the simulator on first use of one of its names.
 
-    pytest imports this package for every run where the provider is installed (its
-    ``pytest_plugin`` is registered as the ``octopods`` plugin): importing aiohttp's server there
-    would slow every unrelated test run.
+    A run that loads the opt-in ``pytest_plugin`` imports this package: importing aiohttp's
+    server there would slow the runs that use none of its fixtures.
     """
     if name in __all__:
         return getattr(importlib.import_module("airflow_provider_octopods.testing.simulator"), name)

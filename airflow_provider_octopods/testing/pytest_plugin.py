@@ -1,5 +1,8 @@
 """
-Pytest fixtures for testing DAGs that use Octopods, registered as the ``octopods`` pytest plugin.
+Pytest fixtures for testing DAGs that use Octopods: an opt-in plugin.
+
+Load it with ``pytest -p airflow_provider_octopods.testing.pytest_plugin``, or with
+``pytest_plugins = ["airflow_provider_octopods.testing.pytest_plugin"]`` in your ``conftest.py``.
 
 - ``octopods_simulator``: a started :class:`~airflow_provider_octopods.testing.OctopodsSimulator`.
 - ``octopods_connection``: the simulator, with ``AIRFLOW_CONN_OCTOPODS_DEFAULT`` pointing at it.

@@ -56,7 +56,7 @@ TESTED_PACKAGES = {
 
 
 def _connection_type() -> dict[str, Any]:
-    from airflow_provider_octopods import get_provider_info
+    from airflow_provider_octopods.get_provider_info import get_provider_info
 
     for entry in get_provider_info()["connection-types"]:
         if entry["connection-type"] == CONN_TYPE:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_octopods import PLACEHOLDERS
+from airflow_provider_octopods.get_provider_info import PLACEHOLDERS
 from tests.e2e.deployment import ROOT, E2EError
 
 if TYPE_CHECKING:

@@ -165,7 +165,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait milliseconds, not seconds: the rule is the same, only its base is smaller."""
-    from airflow_provider_octopods import _http
+    from airflow_provider_octopods.hooks import octopods as _http
 
     monkeypatch.setattr(_http, "BACKOFF_BASE", FAST_BACKOFF_BASE)
 

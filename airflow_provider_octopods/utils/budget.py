@@ -1,5 +1,6 @@
 """
-One request budget per Octopods key in each event loop, and coalesced status polls.
+When a request may go: one request budget per Octopods key in each event loop, coalesced status
+polls, and the delay before the next try (backoff and ``Retry-After``) of every caller.
 
 Octopods limits requests per API key and answers HTTP 429 past the limit. A triggerer running
 thousands of waits on one key would, with each wait backing off on its own, ask far more than
@@ -34,8 +35,11 @@ import hashlib
 import hmac
 import math
 import os
+import random
 import weakref
 from collections import deque
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_octopods.exceptions import OctopodsInputError
@@ -67,7 +71,56 @@ DEFAULT_429_PAUSE = 1.0
 #: The connection extra that fixes the budget's rate.
 RATE_EXTRA = "max_requests_per_second"
 
+#: Transient errors back off exponentially from this many seconds ...
+BACKOFF_BASE = 1.0
+#: ... up to this cap, which also bounds a server's ``Retry-After``.
+BACKOFF_CAP = 60.0
+
 _SECRET = os.urandom(32)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """
+    Return the seconds a ``Retry-After`` header asks to wait (delta-seconds or HTTP-date), capped.
+
+    :param value: the header's value.
+    :param now: the current time, for HTTP-dates (tests pass it).
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), BACKOFF_CAP)
+
+
+def retry_delay(attempt: int, retry_after: float | None = None, cap: float = BACKOFF_CAP) -> float:
+    """
+    Return how long to wait before try number ``attempt + 1``: the one backoff rule of the provider.
+
+    Exponential backoff with "equal jitter" (half fixed, half random), capped at ``cap``; never
+    shorter than what the server asked for with ``Retry-After`` (capped at :data:`BACKOFF_CAP`).
+
+    :param attempt: how many attempts in a row have failed.
+    :param retry_after: seconds from the server's ``Retry-After``, if any.
+    :param cap: the longest wait.
+    """
+    # The exponent stops growing long after the cap is reached: 2 ** 1024 is too large for a float.
+    exp = min(cap, BACKOFF_BASE * (2 ** min(max(attempt - 1, 0), 64)))
+    delay = exp / 2 + random.uniform(0, exp / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, BACKOFF_CAP))
+    return delay
 
 
 def group_id(base_url: str, key: str) -> str:
@@ -293,10 +346,6 @@ class RequestBudget:
                 self.rate = min(ADAPTIVE_MAX_RATE, self.rate + ADAPTIVE_INCREASE * grown)
             self._grown_at = now
 
-    def slot(self) -> _Slot:
-        """Return an async context manager that waits for a slot; its value is the grant time."""
-        return _Slot(self)
-
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
         """
         Wait for a slot, make one request with ``call()`` and learn from its outcome.
@@ -333,17 +382,6 @@ class _Waiter:
     def __init__(self, future: asyncio.Future[None]) -> None:
         self.future = future
         self.gone = False
-
-
-class _Slot:
-    def __init__(self, budget: RequestBudget) -> None:
-        self._budget = budget
-
-    async def __aenter__(self) -> float:
-        return await self._budget.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 _budgets: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RequestBudget]] = (

@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_octopods.exceptions import OctopodsInputError
-from airflow_provider_octopods.models import MAX_BODY_LENGTH
+
+#: The most characters Octopods accepts in one SMS text (a character outside the Basic
+#: Multilingual Plane, such as most emoji, counts as two: UTF-16 code units).
+MAX_BODY_LENGTH = 1600
 
 GSM7 = "GSM-7"
 UCS2 = "UCS-2"
@@ -128,7 +131,13 @@ def check_body(value: Any, field: str = "body", max_segments: int | None = None)
     :param max_segments: the most segments the text may take, if limited.
     """
     limit = parse_max_segments(max_segments)
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
+        raise OctopodsInputError(
+            field,
+            f"got {type(value).__name__} {value!r:.40}, not text; pass the SMS text as a string (a "
+            "template rendered natively turns '42' into a number: quote it or use '| string').",
+        )
+    if not value.strip():
         raise OctopodsInputError(field, "the SMS text is empty; pass the text to send.")
     cost = measure(value)
     if cost.length > MAX_BODY_LENGTH:
@@ -146,6 +155,21 @@ def check_body(value: Any, field: str = "body", max_segments: int | None = None)
             ", or raise max_segments.",
         )
     return cost
+
+
+def ucs2_culprit(text: str) -> tuple[str, int, BodyCost] | None:
+    """
+    Return the one character that turns ``text`` into UCS-2, with its position and the GSM-7 cost without it.
+
+    None when the text is GSM-7, or when more than one distinct character is outside GSM-7.
+
+    :param text: the SMS text.
+    """
+    outside = {char for char in text if char not in GSM7_BASIC and char not in GSM7_EXTENSION}
+    if len(outside) != 1:
+        return None
+    char = outside.pop()
+    return char, text.index(char) + 1, measure(text.replace(char, ""))
 
 
 def _fits(text: str, max_segments: int | None) -> bool:
