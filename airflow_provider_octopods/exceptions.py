@@ -234,8 +234,17 @@ def error_from_dict(data: dict[str, Any]) -> OctopodsError:
     Exception.__init__(err, str(data.get("message", "Octopods error")))
     facts = {k: v for k, v in data.items() if k not in ("type", "message")}
     sent = facts.pop("sent", None)
-    if sent is None and "request_sent" in facts:  # events of 0.1
-        sent = Sent.MAYBE if facts.get("request_sent") else Sent.NO
+    if sent is None and (
+        "request_sent" in facts or ("sent" not in data and issubclass(cls, OctopodsTransientError))
+    ):  # events of 0.1 (a transient error without request_sent, as 0.1.0 wrote it, may have been sent)
+        sent = Sent.MAYBE if facts.get("request_sent", True) else Sent.NO
     facts.pop("request_sent", None)
-    vars(err).update({"request": None, **facts, "sent": None if sent is None else Sent(sent)})
+    defaults: dict[str, Any] = {"request": None}  # facts an older or partial event lacks
+    if issubclass(cls, OctopodsApiError):
+        defaults.update(dict.fromkeys(("status_code", "error_code", "error", "request_id", "retry_after")))
+    if issubclass(cls, OctopodsInputError):
+        defaults["field"] = "value"
+    if issubclass(cls, OctopodsWaitAfterSendError):
+        defaults["message_id"] = None
+    vars(err).update({**defaults, **facts, "sent": None if sent is None else Sent(sent)})
     return err

@@ -13,10 +13,11 @@ Sides (``spec["side"]``):
 - ``octopods-batch``: ONE trigger on every message id, on the fixed schedule.
 - ``http``: one :class:`TerminalStatusHttpSensorTrigger` per message (``HttpSensorTrigger`` of the
   http provider with a response check, see below), polling every ``poll_interval`` seconds.
-- ``floor``: no trigger at all: per message, a loop that sleeps ``poll_interval`` seconds and
-  GETs the status with the provider's keep-alive client (:mod:`airflow_provider_octopods._keepalive`,
-  one pool for all) and decodes the JSON. The least a poll can cost in this harness; the
-  ``octopods`` side's excess over it is what the provider's own layers cost.
+- ``floor``: no trigger and no provider code at all: per message, a loop that sleeps
+  ``poll_interval`` seconds and GETs the status with a bare ``aiohttp`` request on one shared
+  :class:`aiohttp.ClientSession` (one kept-alive pool for all, as the async hook's shared session)
+  and decodes the JSON. The least a poll can cost in this harness; the ``octopods`` side's excess
+  over it is what the provider's own layers cost.
 
 The harness does what the triggerer does with a trigger (``async for event in trigger.run()``,
 one asyncio task per trigger, one event loop). Each wait starts after its offset, so the polls
@@ -148,34 +149,44 @@ def succeeded(side: str, event: TriggerEvent) -> bool:
     )
 
 
-_floor_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_floor_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
 
-def _floor_pool() -> Any:
-    """The ``floor`` side's one keep-alive pool on the running event loop."""
-    from airflow_provider_octopods._keepalive import KeepAlivePool
+def _floor_session() -> Any:
+    """The ``floor`` side's one ``aiohttp.ClientSession`` on the running event loop (kept-alive pool)."""
+    import aiohttp
 
     loop = asyncio.get_running_loop()
-    pool = _floor_pools.get(loop)
-    if pool is None:
-        pool = _floor_pools[loop] = KeepAlivePool()
-    return pool
+    session = _floor_sessions.get(loop)
+    if session is None or session.closed:
+        session = _floor_sessions[loop] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=90),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=30.0, connect=10.0),
+        )
+    return session
+
+
+async def _close_floor_session() -> None:
+    """Close the running loop's ``floor`` session, if the phase opened one."""
+    session = _floor_sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()
 
 
 async def _floor_wait(url: str, message_id: int, poll_interval: float) -> tuple[float, bool, int]:
     """The ``floor`` side: GET and decode the status every ``poll_interval`` s until it is final."""
-    from airflow_provider_octopods._core import Answer, Send
-    from airflow_provider_octopods._http import request_headers
     from airflow_provider_octopods.models import TERMINAL_STATUSES
     from benchmarks._common import BENCH_KEY
 
-    headers = request_headers(BENCH_KEY)
-    send = Send("GET", f"{url}/api/v1/sms/messages/{message_id}", headers, None, 10.0, 30.0, None)
+    status_url = f"{url}/api/v1/sms/messages/{message_id}"
+    headers = {"X-Octopods-Auth": BENCH_KEY, "Accept": "application/json"}
     while True:
-        answer = await _floor_pool().request(send)
-        status = str(json.loads(answer.body).get("status", "")).lower() if isinstance(answer, Answer) else ""
+        async with _floor_session().get(status_url, headers=headers, allow_redirects=False) as response:
+            body = await response.read()
+        status = str(json.loads(body).get("status", "")).lower() if response.status == 200 else ""
         if status in TERMINAL_STATUSES:
-            return time.time(), status == "delivered", len(answer.body)
+            return time.time(), status == "delivered", len(body)
         await asyncio.sleep(poll_interval)
 
 
@@ -285,6 +296,7 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     ticker.stop()
     await ticking
+    await _close_floor_session()
     after = admin.stats()
 
     polls = after["status_requests"] - before["status_requests"]

@@ -104,8 +104,8 @@ async def _wait(
     hook: Any, message_id: int, offset: float, spec: dict[str, Any], counters: _Counters
 ) -> float | None:
     """One triggerer-like wait; return the time it saw ``delivered`` (None on a lasting error)."""
-    from airflow_provider_octopods._http import backoff_delay
     from airflow_provider_octopods.exceptions import OctopodsError, OctopodsTransientError
+    from airflow_provider_octopods.utils.budget import retry_delay
 
     scale, cap = float(spec["time_scale"]), 60.0 * float(spec["time_scale"])
     await asyncio.sleep(offset)
@@ -123,7 +123,7 @@ async def _wait(
             if err.status_code == 429:
                 counters.throttled_at.append(time.monotonic() - counters.started)
             failures += 1
-            delay = backoff_delay(failures, err.retry_after, cap=max(cap, 1.0))
+            delay = retry_delay(failures, err.retry_after, cap=max(cap, 1.0))
             continue
         except OctopodsError as err:
             counters.errors.append(str(err))
@@ -135,8 +135,8 @@ async def _wait(
 
 
 async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
-    from airflow_provider_octopods.utils.budget import _budgets
     from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
+    from airflow_provider_octopods.utils.budget import _budgets
     from benchmarks._phase import _Ticker, current_rss
 
     n, ids_wanted, scale = int(spec["n"]), int(spec["ids"]), float(spec["time_scale"])

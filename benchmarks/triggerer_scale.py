@@ -32,7 +32,7 @@ from benchmarks._common import Machine, SimulatorProcess, add_workload_arguments
 SIDES = {
     "octopods": "OctopodsSmsDeliveryTrigger",
     "http": "HttpSensorTrigger (+ status check)",
-    "floor": "floor: bare keep-alive GET",
+    "floor": "floor: bare aiohttp GET",
 }
 
 #: The issue's targets, checked (and printed) at the end of a run.

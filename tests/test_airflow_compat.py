@@ -19,19 +19,28 @@ from tests.conftest import AIRFLOW_VERSION
 
 PACKAGE = Path(airflow_provider_octopods.__file__).parent
 
-#: Airflow modules the provider may import: the compat layer and the APIs stable across 2.11-3.x.
-ALLOWED = ("airflow.providers.common.compat", "airflow.providers.http", "airflow.triggers.base")
+#: Airflow modules the provider may import: the compat layer and the APIs stable across 2.11-3.x
+#: (``airflow.__version__``: what ``version_compat.py`` reads, as the official providers' does).
+ALLOWED = (
+    "airflow.providers.common.compat",
+    "airflow.providers.http",
+    "airflow.triggers.base",
+    "airflow.__version__",
+)
 #: Deliberate exceptions, each guarded by ``except ImportError`` with a compat fallback.
 GUARDED = {
-    ("_transport.py", "airflow.sdk.log"): "amask_secret: Airflow 3's non-blocking secrets masker, "
+    ("hooks/octopods.py", "airflow.sdk.log"): "amask_secret: Airflow 3's non-blocking secrets masker, "
     "for the triggerer's event loop; falls back to compat's mask_secret on Airflow 2",
 }
 
 
 def _airflow_imports(path: Path) -> list[str]:
+    """The Airflow modules ``path`` imports (``from airflow import x`` counts as ``airflow.x``)."""
     modules = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        if isinstance(node, ast.ImportFrom) and node.module == "airflow" and node.level == 0:
+            modules.extend(f"airflow.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             modules.append(node.module)
         elif isinstance(node, ast.Import):
             modules.extend(alias.name for alias in node.names)

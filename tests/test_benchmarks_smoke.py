@@ -98,14 +98,3 @@ def test_request_budget_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert phases["fixed"]["throttled"] == 0
     # Waits on one id started together share their requests.
     assert phases["coalesce"]["requests"] * 2 <= phases["coalesce"]["polls"]
-
-
-def test_transport_cost_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks import transport_cost
-
-    argv = ["--requests", "20", "--rounds", "2", "--json", str(tmp_path / "r.json")]
-    out = _run(transport_cost.main, argv, capsys)
-    assert out.splitlines()[-1].startswith("transport cost: keep-alive client")
-    per_get = json.loads((tmp_path / "r.json").read_text())["per_get_us"]
-    assert set(per_get) == {"aiohttp", "keepalive"}
-    assert all(len(rounds) == 2 and all(v > 0 for v in rounds) for rounds in per_get.values())

@@ -1,5 +1,5 @@
 """
-The request budget per key (``_budget.py``), coalesced polls, and the simulator's rate limit.
+The request budget per key (``utils/budget.py``), coalesced polls, and the simulator's rate limit.
 
 The bucket's arithmetic runs on an event loop with a virtual clock (:class:`VirtualClockLoop`):
 time jumps to the next timer instead of passing, so rates are counted over simulated seconds,
@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_octopods.exceptions import OctopodsInputError, OctopodsTransientError, Sent
+from airflow_provider_octopods.testing import OctopodsSimulator, Reply
 from airflow_provider_octopods.utils import budget as _budget
 from airflow_provider_octopods.utils.budget import (
     ADAPTIVE_DECREASE,
@@ -31,8 +33,6 @@ from airflow_provider_octopods.utils.budget import (
     read_rate,
     request_budget,
 )
-from airflow_provider_octopods.exceptions import OctopodsInputError, OctopodsTransientError
-from airflow_provider_octopods.testing import OctopodsSimulator, Reply
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -212,7 +212,7 @@ def test_error_without_an_answer_does_not_change_the_rate() -> None:
         budget = RequestBudget("https://api.test")
 
         async def refused() -> None:
-            raise OctopodsTransientError("no connection", request_sent=False)
+            raise OctopodsTransientError("no connection", sent=Sent.NO)
 
         with pytest.raises(OctopodsTransientError):
             await budget.run(refused)
@@ -354,16 +354,19 @@ def test_bad_rate_names_the_extra_and_the_fix(raw: Any) -> None:
 def test_rate_is_read_with_the_connection_settings() -> None:
     from airflow.models.connection import Connection
 
-    from airflow_provider_octopods._http import api_settings
+    from airflow_provider_octopods.hooks.octopods import connection_settings
 
     def conn(extra: dict[str, Any]) -> Connection:
-        return Connection(conn_id="c", conn_type="octopods", host="https://x.test", extra=json.dumps(extra))
+        # The settings now carry the key too: a connection without one is refused before its extras.
+        return Connection(
+            conn_id="c", conn_type="octopods", host="https://x.test", password=KEY, extra=json.dumps(extra)
+        )
 
-    assert api_settings(conn({})).max_requests_per_second is None
-    assert api_settings(conn({"max_requests_per_second": "45"})).max_requests_per_second == 45.0
-    assert api_settings(conn({"max_requests_per_second": 2.5})).max_requests_per_second == 2.5
+    assert connection_settings(conn({})).max_requests_per_second is None
+    assert connection_settings(conn({"max_requests_per_second": "45"})).max_requests_per_second == 45.0
+    assert connection_settings(conn({"max_requests_per_second": 2.5})).max_requests_per_second == 2.5
     with pytest.raises(OctopodsInputError, match="max_requests_per_second"):
-        api_settings(conn({"max_requests_per_second": 0}))
+        connection_settings(conn({"max_requests_per_second": 0}))
 
 
 # -- against the simulator ----------------------------------------------------------------
@@ -520,5 +523,6 @@ async def test_a_queued_poll_keeps_its_place_past_the_request_timeout_but_not_pa
     assert [type(o).__name__ for o in outcomes] == ["SmsStatus"] * 3 + ["OctopodsThrottledError"]
     throttled = outcomes[3]
     assert isinstance(throttled, OctopodsTransientError) and throttled.request_sent is False
+    assert throttled.sent is Sent.NO and throttled.request == "status"
     assert sim.request_count() == 7  # the fourth was never sent
     assert sim.request_count(f"/api/v1/sms/messages/{late[3]}") == 0

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 import airflow_provider_octopods
-from airflow_provider_octopods.get_provider_info import RELABELING, get_provider_info
 from airflow_provider_octopods.exceptions import OctopodsError
+from airflow_provider_octopods.get_provider_info import RELABELING, get_provider_info
 from airflow_provider_octopods.testing import FAILURE_REASONS
 from tests.conftest import get_dag
 
@@ -150,16 +150,16 @@ def test_every_example_dag_and_marker_is_shown_in_the_docs() -> None:
     ),
 )
 def test_documented_connection_examples_work(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_octopods._http import api_key, api_settings
-    from airflow_provider_octopods.hooks.octopods import OctopodsHook
+    from airflow_provider_octopods.hooks.octopods import OctopodsHook, connection_settings
 
     monkeypatch.setenv(name, value)
     conn = OctopodsHook.get_connection(name.removeprefix("AIRFLOW_CONN_").lower())
 
     assert conn.conn_type == "octopods"
-    assert api_settings(conn).base_url == "https://app.octopods.io"
-    assert api_key(conn) == "YOUR_CHANNEL_API_KEY"
-    assert api_settings(conn).timeout == (10.0 if "timeout" in value else 30.0)
+    settings = connection_settings(conn)
+    assert settings.base_url == "https://app.octopods.io"
+    assert settings.key == "YOUR_CHANNEL_API_KEY"
+    assert settings.timeout == (10.0 if "timeout" in value else 30.0)
 
 
 def _exception_table() -> dict[str, str]:

@@ -2,14 +2,17 @@
 Property-based tests (hypothesis) of everything that reads untrusted input.
 
 - Answers: any status code, any bytes or JSON body, any ``Retry-After`` go through
-  ``_http.interpret_response`` and ``SmsStatus.from_api`` / ``SentSms.from_api`` and come out as a
-  valid value or a clear :class:`OctopodsError`: never a ``KeyError``, ``TypeError``,
-  ``ValueError``, ``OverflowError`` ...
-- Backoff: any attempt count and ``Retry-After`` give a finite wait within the cap.
-- User input: ``validate_message_id(s)``, ``validate_phone``, ``validate_body`` and
-  ``api_settings`` accept a value only in its safe form (a message id becomes digits in the
-  path, a connection becomes a plain origin) and refuse everything else with an
-  :class:`OctopodsInputError` naming the field.
+  ``hooks.octopods.read_answer`` with the parse of a status or a send call
+  (``SmsStatus.from_api`` / ``SentSms.from_api``) and come out as a valid value or a clear
+  :class:`OctopodsError` that names its request: never a ``KeyError``, ``TypeError``,
+  ``ValueError``, ``OverflowError`` ...; a send's error that may hide a sent SMS is always an
+  ``OctopodsSendUnconfirmedError``.
+- Backoff: any attempt count and ``Retry-After`` give a finite wait within the cap
+  (``utils.budget.retry_delay``).
+- User input: ``validate_message_id(s)``, ``utils.phone.normalize_phone``,
+  ``utils.segments.check_body`` and ``hooks.octopods.connection_settings`` accept a value only in
+  its safe form (a message id becomes digits in the path, a connection becomes a plain origin) and
+  refuse everything else with an :class:`OctopodsInputError` naming the field.
 
 Examples are generated afresh on each run (no example database is written).
 """
@@ -28,31 +31,34 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_octopods._http import (
-    BACKOFF_CAP,
-    ApiSettings,
-    api_settings,
-    backoff_delay,
-    interpret_response,
-    parse_retry_after,
-    status_path,
-)
 from airflow_provider_octopods.exceptions import (
     OctopodsError,
     OctopodsInputError,
+    OctopodsSendUnconfirmedError,
     OctopodsTransientError,
+    Sent,
     error_from_dict,
+)
+from airflow_provider_octopods.hooks.octopods import (
+    DEFAULT_HOST,
+    SEND_PATH,
+    Answer,
+    ApiSettings,
+    Call,
+    connection_settings,
+    read_answer,
+    status_call,
 )
 from airflow_provider_octopods.models import (
     KNOWN_STATUSES,
-    MAX_BODY_LENGTH,
     SentSms,
     SmsStatus,
-    validate_body,
     validate_message_id,
     validate_message_ids,
-    validate_phone,
 )
+from airflow_provider_octopods.utils.budget import BACKOFF_CAP, parse_retry_after, retry_delay
+from airflow_provider_octopods.utils.phone import normalize_phone
+from airflow_provider_octopods.utils.segments import MAX_BODY_LENGTH, check_body
 
 FUZZ = settings(
     max_examples=300,
@@ -144,15 +150,31 @@ retry_after_values = (
 )
 
 
-def assert_clear(err: OctopodsError) -> None:
-    """An error is clear: a one-sentence message and a JSON form that rebuilds the same type."""
+def assert_clear(err: OctopodsError, request: str | None = None) -> None:
+    """
+    An error is clear: a one-sentence message and a JSON form that rebuilds the same type and facts.
+
+    With ``request``, the error names it and says whether anything was sent; a send that may have
+    been processed is never a (retryable) transient error.
+    """
     message = str(err)
     assert message.strip()
     assert "Traceback" not in message
     data = err.to_dict()
-    assert type(error_from_dict(json.loads(json.dumps(data)))) is type(err)
+    rebuilt = error_from_dict(json.loads(json.dumps(data)))
+    assert type(rebuilt) is type(err)
+    assert (rebuilt.request, rebuilt.sent, rebuilt.request_sent) == (err.request, err.sent, err.request_sent)
     if isinstance(err, OctopodsTransientError) and err.retry_after is not None:
         assert 0.0 <= err.retry_after <= BACKOFF_CAP
+    if request is not None:
+        assert err.request == request
+        assert err.sent in (Sent.NO, Sent.MAYBE)
+        if request == "send" and err.sent is Sent.MAYBE:
+            assert isinstance(err, OctopodsSendUnconfirmedError)
+
+
+#: The connection of the answers below (its key is redacted from every text they hold).
+SETTINGS = ApiSettings(DEFAULT_HOST, key="octo-fuzz-key", label="connection 'octopods_default'")
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -167,11 +189,14 @@ def assert_clear(err: OctopodsError) -> None:
 )
 def test_any_status_answer_is_a_status_or_a_clear_error(status_code, body, retry_after, expected):
     headers = {} if retry_after is None else {"Retry-After": retry_after}
+    if expected is not None:
+        call = status_call(expected)
+    else:  # a status call that does not check the id in the answer
+        call = Call("status", "GET", f"{SEND_PATH}/1", parse=SmsStatus.from_api, subject="SMS 1")
     try:
-        payload = interpret_response(status_code, body, headers, "octopods_default")
-        status = SmsStatus.from_api(payload, expected_message_id=expected)
+        status = read_answer(call, Answer(status_code, headers, body), SETTINGS)
     except OctopodsError as err:
-        assert_clear(err)
+        assert_clear(err, "status")
         return
     assert 200 <= status_code < 300
     assert isinstance(status, SmsStatus)
@@ -189,11 +214,14 @@ def test_any_status_answer_is_a_status_or_a_clear_error(status_code, body, retry
 @FUZZ
 @given(status_code=st.integers(100, 599), body=bodies())
 def test_any_send_answer_is_a_sent_sms_or_a_clear_error(status_code, body):
+    call = Call("send", "POST", SEND_PATH, b"{}", parse=SentSms.from_api, subject="the SMS")
     try:
-        sent = SentSms.from_api(interpret_response(status_code, body, {}, "octopods_default"))
+        sent = read_answer(call, Answer(status_code, {}, body), SETTINGS)
     except OctopodsError as err:
-        assert_clear(err)
+        assert_clear(err, "send")
         return
+    assert 200 <= status_code < 300
+    assert isinstance(sent, SentSms)
     assert sent.message_id > 0
     assert json.loads(json.dumps(sent.to_dict()))["message_id"] == sent.message_id
 
@@ -212,7 +240,7 @@ def test_retry_after_is_none_or_a_capped_number_of_seconds(value):
     cap=st.floats(0.01, 3600),
 )
 def test_backoff_is_finite_positive_and_capped_for_any_attempt(attempt, retry_after, cap):
-    delay = backoff_delay(attempt, retry_after, cap=cap)
+    delay = retry_delay(attempt, retry_after, cap=cap)
     assert math.isfinite(delay)
     assert delay >= 0
     assert delay <= max(cap, min(retry_after or 0.0, BACKOFF_CAP)) + 1e-9
@@ -235,7 +263,7 @@ def test_message_id_is_a_positive_int_in_a_plain_path_or_a_clear_error(value):
         assert_clear(err)
         return
     assert type(number) is int and number > 0
-    assert _PATH.fullmatch(status_path(number))
+    assert _PATH.fullmatch(status_call(number).path)
     if isinstance(value, str):
         assert value.strip().isascii() and value.strip().isdigit()
 
@@ -249,7 +277,7 @@ def test_message_ids_are_positive_ints_or_a_clear_error(values):
         assert str(err).startswith("Invalid message_ids")
         return
     assert ids and len(ids) == len(set(ids))
-    assert all(_PATH.fullmatch(status_path(i)) for i in ids)
+    assert all(_PATH.fullmatch(status_call(i).path) for i in ids)
 
 
 phone_values = (
@@ -268,7 +296,7 @@ phone_values = (
 @given(value=phone_values)
 def test_phone_is_e164_or_a_clear_error(value):
     try:
-        phone = validate_phone(value)
+        phone = normalize_phone(value)
     except OctopodsInputError as err:
         assert str(err).startswith("Invalid destination_phone: ")
         return
@@ -279,11 +307,12 @@ def test_phone_is_e164_or_a_clear_error(value):
 @given(value=st.text(max_size=MAX_BODY_LENGTH + 20) | json_values)
 def test_body_is_a_non_empty_bounded_text_or_a_clear_error(value):
     try:
-        body = validate_body(value)
+        cost = check_body(value)
     except OctopodsInputError as err:
         assert str(err).startswith("Invalid body: ")
         return
-    assert isinstance(body, str) and body.strip() and len(body) <= MAX_BODY_LENGTH
+    assert isinstance(value, str) and value.strip() and len(value) <= MAX_BODY_LENGTH
+    assert cost.length <= MAX_BODY_LENGTH and cost.segments >= 1
 
 
 hosts = (
@@ -323,7 +352,19 @@ hosts = (
 extras = (
     st.none()
     | st.dictionaries(
-        st.sampled_from(["timeout", "verify", "allow_insecure_http", "other"]), json_values, max_size=4
+        st.sampled_from(
+            [
+                "timeout",
+                "verify",
+                "allow_insecure_http",
+                "default_region",
+                "strict_numbers",
+                "max_requests_per_second",
+                "other",
+            ]
+        ),
+        json_values,
+        max_size=4,
     ).map(json.dumps)
     | json_values.map(json.dumps)
     | st.text(max_size=20)
@@ -331,11 +372,11 @@ extras = (
 
 
 class _Conn:
-    """The fields of an Airflow connection that ``api_settings`` reads (any values at all)."""
+    """The fields of an Airflow connection that ``connection_settings`` reads (any values at all)."""
 
-    def __init__(self, host: Any, port: Any, extra: str | None) -> None:
+    def __init__(self, host: Any, port: Any, extra: str | None, password: str = "octo-fuzz-key") -> None:
         self.conn_id = "octopods_fuzz"
-        self.host, self.port, self.extra = host, port, extra
+        self.host, self.port, self.extra, self.password = host, port, extra, password
 
     @property
     def extra_dejson(self) -> Any:  # as Airflow's: the parsed JSON, whatever its type, or {}
@@ -349,7 +390,7 @@ class _Conn:
 @given(host=hosts, port=st.none() | st.integers(-(2**20), 2**20), extra=extras)
 def test_connection_settings_are_a_plain_origin_or_a_clear_error(host, port, extra):
     try:
-        result = api_settings(_Conn(host, port, extra))
+        result = connection_settings(_Conn(host, port, extra))
     except OctopodsInputError as err:
         assert "connection 'octopods_fuzz'" in str(err)
         return
@@ -364,15 +405,37 @@ def test_connection_settings_are_a_plain_origin_or_a_clear_error(host, port, ext
     assert result.verify is True or result.verify is False or isinstance(result.verify, str)
 
 
-def test_api_settings_refuses_a_connection_whose_extra_is_not_an_object():
+passwords = (
+    st.none()
+    | st.text(max_size=40)
+    | st.text(alphabet=st.characters(codec="latin-1"), max_size=40)
+    | st.sampled_from(["octo-key", " octo-key\n", "octo\r\nX-Evil: 1", "\u201coctokey\u201d", "octo\x00key"])
+)
+
+
+@FUZZ
+@given(password=passwords)
+def test_a_key_is_one_latin1_line_without_control_characters_or_a_clear_error(password):
+    try:
+        key = connection_settings(_Conn("app.octopods.io", None, None, password)).key
+    except OctopodsError as err:  # an empty key is an auth error, one that cannot travel an input error
+        assert type(err).__name__ in ("OctopodsAuthError", "OctopodsInputError")
+        assert "connection 'octopods_fuzz'" in str(err).lower()
+        assert not (password or "").strip() or password.strip() not in str(err)
+        return
+    assert key == password.strip() and key
+    assert key.encode("latin-1") and not re.search(r"[\x00-\x1f\x7f-\x9f]", key)
+
+
+def test_connection_settings_refuses_a_connection_whose_extra_is_not_an_object():
     with pytest.raises(OctopodsInputError, match="extra of connection 'octopods_fuzz'"):
-        api_settings(_Conn("app.octopods.io", None, json.dumps([1, 2])))
+        connection_settings(_Conn("app.octopods.io", None, json.dumps([1, 2])))
 
 
 @pytest.mark.parametrize("timeout", ["nan", "inf", float("inf"), "-1", 0])
-def test_api_settings_refuses_a_timeout_that_is_not_a_positive_finite_number(timeout):
+def test_connection_settings_refuses_a_timeout_that_is_not_a_positive_finite_number(timeout):
     with pytest.raises(OctopodsInputError, match="extra 'timeout'"):
-        api_settings(_Conn("app.octopods.io", None, json.dumps({"timeout": timeout})))
+        connection_settings(_Conn("app.octopods.io", None, json.dumps({"timeout": timeout})))
 
 
 def test_a_message_id_too_long_for_int_is_an_input_error_not_a_value_error():
@@ -383,8 +446,8 @@ def test_a_message_id_too_long_for_int_is_an_input_error_not_a_value_error():
 
 
 def test_backoff_after_a_day_of_failures_is_still_the_cap():
-    assert backoff_delay(100_000, cap=60.0) <= 60.0
-    assert backoff_delay(100_000, cap=60.0) >= 30.0
+    assert retry_delay(100_000, cap=60.0) <= 60.0
+    assert retry_delay(100_000, cap=60.0) >= 30.0
 
 
 def test_far_future_retry_after_is_capped():

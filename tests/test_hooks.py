@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
-from airflow_provider_octopods._transport import ClientPool
 from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,
     OctopodsBadRequestError,
+    OctopodsError,
     OctopodsInputError,
     OctopodsSendUnconfirmedError,
     OctopodsTransientError,
+    Sent,
 )
-from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook
+from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook, SharedSession
 from airflow_provider_octopods.testing import FAILURE_REASONS, Reply, Status
 from tests.conftest import TEST_API_KEY
 
@@ -50,10 +52,62 @@ def test_invalid_message_id_makes_no_request(octopods_conn):
     assert octopods_conn.request_count() == 0
 
 
+#: The "message not found" error (changed): it names the id and says what to check.
+NOT_FOUND = (
+    r"Octopods does not know SMS 999 \(HTTP 400, error_code 6: Message not found\)\. Check that the "
+    r"connection's Channel API key belongs to the channel that sent it, and that the id is the send's "
+    r"message_id \(not its request_id or channel_message_id\)\. \(request_id [\w-]+\)"
+)
+
+
 def test_unknown_message_fails_at_once(octopods_conn):
-    with pytest.raises(OctopodsBadRequestError, match="Message not found"):
+    with pytest.raises(OctopodsBadRequestError, match="Message not found") as err:
         OctopodsHook().get_sms_status(999)
     assert octopods_conn.request_count() == 1
+    assert re.fullmatch(NOT_FOUND, str(err.value)), str(err.value)
+    assert (err.value.status_code, err.value.error_code, err.value.request, err.value.sent) == (
+        400,
+        6,
+        "status",
+        Sent.NO,
+    )
+
+
+async def test_async_unknown_message_names_the_id_and_what_to_check(octopods_conn):
+    async with OctopodsAsyncHook() as hook:
+        with pytest.raises(OctopodsBadRequestError) as err:
+            await hook.get_sms_status(999)
+    assert re.fullmatch(NOT_FOUND, str(err.value)), str(err.value)
+    assert octopods_conn.request_count() == 1
+
+
+def _no_connection(err: pytest.ExceptionInfo[OctopodsInputError]) -> None:
+    assert err.value.field == "octopods_conn_id"
+    assert str(err.value).startswith("Invalid octopods_conn_id: there is no connection 'octopods_missing'. ")
+    assert "Add it in Admin > Connections" in str(err.value)
+    assert "AIRFLOW_CONN_OCTOPODS_MISSING" in str(err.value)
+
+
+def test_a_missing_connection_names_the_argument_and_the_connection_page(octopods_conn):
+    # Regression: Airflow's AirflowNotFoundException ("The conn_id ... isn't defined") came through.
+    with pytest.raises(OctopodsInputError) as err:
+        OctopodsHook("octopods_missing").get_sms_status(1)
+    _no_connection(err)
+    with pytest.raises(OctopodsInputError) as err:
+        OctopodsHook("octopods_missing").send_sms("+12015550123", "hi")
+    _no_connection(err)
+    assert octopods_conn.request_count() == 0
+
+
+async def test_a_missing_connection_names_the_argument_and_the_connection_page_async(octopods_conn):
+    async with OctopodsAsyncHook("octopods_missing") as hook:
+        with pytest.raises(OctopodsInputError) as err:
+            await hook.get_sms_status(1)
+        _no_connection(err)
+        with pytest.raises(OctopodsInputError) as err:
+            await hook.send_sms("+12015550123", "hi")
+        _no_connection(err)
+    assert octopods_conn.request_count() == 0
 
 
 def test_transient_errors_are_retried_then_raised(octopods_conn, monkeypatch):
@@ -107,6 +161,7 @@ def test_test_connection_good_and_bad_key(octopods_conn, monkeypatch):
     ok, message = OctopodsHook().test_connection()
     assert ok, message
     assert "accepted the Channel API key" in message
+    assert octopods_conn.request_count() == 1  # the probe, answered HTTP 400 with an error_code
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_OCTOPODS_DEFAULT",
@@ -137,6 +192,33 @@ def test_the_connection_test_never_names_the_random_id_of_the_tested_copy(
     assert not ok
     assert expected in message
     assert "KXxLFgAc" not in message
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Reply(
+            404, "<!DOCTYPE html><html><body><h1>Not Found</h1></body></html>", {"Content-Type": "text/html"}
+        ),
+        Reply(403, {"error": "Forbidden"}),
+        Reply(403, "<html>Forbidden</html>", {"Content-Type": "text/html"}),
+    ],
+    ids=["html-404", "json-403", "html-403"],
+)
+def test_the_connection_test_fails_on_a_server_that_does_not_answer_as_octopods(octopods_conn, answer):
+    # Regression (defect 6): any 4xx was taken for Octopods' answer to the probe ("Connection works").
+    octopods_conn.inject(answer)
+    ok, message = OctopodsHook().test_connection()
+    assert not ok, message
+    assert re.fullmatch(
+        rf"{re.escape(octopods_conn.url)} answered HTTP {answer.status}, not as Octopods answers: check the "
+        r"connection's Octopods URL \(host\)\.",
+        message,
+    ), message
+    assert octopods_conn.request_count() == 1
+
+    ok, message = OctopodsHook().test_connection()  # Octopods' own 400, with its error_code
+    assert ok, message
 
 
 def test_repr_and_errors_never_show_the_key(octopods_conn):
@@ -178,15 +260,16 @@ async def test_async_hooks_share_one_session_and_connection_per_loop(octopods_co
         await asyncio.gather(*(h.get_sms_status(i) for h, i in zip(hooks, ids, strict=True)))
         await asyncio.sleep(0.01)
 
-    sessions = {id(h._clients) for h in hooks}
-    assert len(sessions) == 1
+    shared = {id(h._shared) for h in hooks}
+    assert len(shared) == 1
     assert octopods_conn.request_count() == 60
     assert octopods_conn.connections_opened <= 20
-    session = hooks[0]._clients
+    assert hooks[0]._shared is not None
+    session = hooks[0]._shared.session
     for hook in hooks:
         await hook.close()
-    assert session is not None and session.closed
-    assert asyncio.get_running_loop() not in ClientPool._entries
+    assert session.closed
+    assert asyncio.get_running_loop() not in SharedSession._by_loop
 
 
 async def test_async_hook_errors(octopods_conn):
@@ -222,6 +305,7 @@ def test_a_send_that_could_not_connect_says_nothing_was_sent(monkeypatch):
     with pytest.raises(OctopodsTransientError, match="so nothing was sent") as err:
         OctopodsHook().send_sms("+12015550123", "hi")
     assert err.value.request_sent is False
+    assert (err.value.sent, err.value.request) == (Sent.NO, "send")
 
 
 async def test_async_send_that_could_not_connect_says_nothing_was_sent(monkeypatch):
@@ -233,28 +317,33 @@ async def test_async_send_that_could_not_connect_says_nothing_was_sent(monkeypat
         with pytest.raises(OctopodsTransientError, match="so nothing was sent") as err:
             await hook.send_sms("+12015550123", "hi")
     assert err.value.request_sent is False
+    assert (err.value.sent, err.value.request) == (Sent.NO, "send")
 
 
 def test_a_send_cut_off_after_the_request_left_is_not_marked_unsent(octopods_conn):
     from airflow_provider_octopods.testing import Reset
 
     octopods_conn.inject(Reset())
-    with pytest.raises(OctopodsSendUnconfirmedError, match="broke while reading") as err:
+    with pytest.raises(
+        OctopodsSendUnconfirmedError,
+        match=r"broke during POST /api/v1/sms/messages\. The SMS may have been sent",
+    ) as err:
         OctopodsHook().send_sms("+12015550123", "hi")
     assert err.value.request_sent is True
+    assert (err.value.sent, err.value.request) == (Sent.MAYBE, "send")
 
 
 async def test_async_hooks_on_one_loop_share_one_connection_lookup(octopods_conn, monkeypatch):
     from airflow_provider_octopods.hooks import octopods as hooks_module
 
     lookups: list[str] = []
-    fetch = hooks_module.fetch_connection
+    fetch = hooks_module._fetch_connection
 
     async def counting_fetch(conn_id: str):
         lookups.append(conn_id)
         return await fetch(conn_id)
 
-    monkeypatch.setattr(hooks_module, "fetch_connection", counting_fetch)
+    monkeypatch.setattr(hooks_module, "_fetch_connection", counting_fetch)
     ids = [octopods_conn.add_message("sent") for _ in range(30)]
     hooks = [OctopodsAsyncHook() for _ in ids]
 
@@ -304,6 +393,39 @@ def test_httphook_run_takes_only_a_path_of_the_connection(octopods_conn, endpoin
     assert octopods_conn.request_count() == 0
 
 
+@pytest.mark.parametrize("method", ["run_and_check", "check_response", "run_with_advanced_retry"])
+def test_httphook_methods_that_would_bypass_the_rules_name_run(octopods_conn, method):
+    # Issue 11 part 4: HttpHook's versions failed with a TypeError or AttributeError, or bypassed the rules.
+    hook = OctopodsHook()
+    with pytest.raises(
+        OctopodsError, match=r"Use OctopodsHook\.run\(endpoint, data, headers, method=\.\.\.\)"
+    ) as err:
+        getattr(hook, method)(None, None)
+    assert "max_retries" in str(err.value)
+    with pytest.raises(OctopodsError, match=r"OctopodsHook\.run\("):
+        getattr(hook, method)({"retry": None})
+    assert octopods_conn.request_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("conn", "url"),
+    [
+        ({"host": "octopods.example.com", "port": 8443}, "https://octopods.example.com:8443"),
+        ({"host": "https://octopods.example.com"}, "https://octopods.example.com"),
+        ({"host": ""}, "https://app.octopods.io"),
+    ],
+)
+def test_httphook_url_from_endpoint_is_the_url_run_calls(monkeypatch, conn, url):
+    # Issue 11 part 4: HttpHook's version said http:// for a host without a scheme (run uses https://).
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OCTOPODS_DEFAULT",
+        json.dumps({"conn_type": "octopods", "password": TEST_API_KEY, **conn}),
+    )
+    hook = OctopodsHook()
+    assert hook.url_from_endpoint("api/v1/sms/messages/1") == f"{url}/api/v1/sms/messages/1"
+    assert hook.url_from_endpoint("/api/v1/sms/messages/1") == f"{url}/api/v1/sms/messages/1"
+
+
 def test_httphook_run_refuses_options_it_would_ignore(octopods_conn):
     with pytest.raises(OctopodsInputError, match=r"\['verify'\] are not supported"):
         OctopodsHook().run("api/v1/sms/messages/1", extra_options={"verify": False})
@@ -331,13 +453,13 @@ async def test_a_slow_first_read_of_the_connection_counts_against_the_callers_li
     from airflow_provider_octopods.hooks import octopods as hooks_module
     from airflow_provider_octopods.testing import Hang
 
-    fetch = hooks_module.fetch_connection
+    fetch = hooks_module._fetch_connection
 
     async def slow_fetch(conn_id: str):
         await asyncio.sleep(1.0)
         return await fetch(conn_id)
 
-    monkeypatch.setattr(hooks_module, "fetch_connection", slow_fetch)
+    monkeypatch.setattr(hooks_module, "_fetch_connection", slow_fetch)
     for conn_id in ("octopods_slow_read", "octopods_slow_read_2"):
         for name, value in octopods_conn.connection_uri_env(conn_id).items():
             monkeypatch.setenv(name, value)
@@ -349,6 +471,7 @@ async def test_a_slow_first_read_of_the_connection_counts_against_the_callers_li
         with pytest.raises(OctopodsTransientError, match="the time allowed for the call ran out") as err:
             await hook.get_sms_status(message, timeout=0.8)
     assert err.value.request_sent is False
+    assert (err.value.sent, err.value.request) == (Sent.NO, "status")
     assert octopods_conn.request_count() == 0
     took = time.monotonic() - started
     assert took < 1.4, f"the call took {took:.2f} s: the read of the connection was not counted"

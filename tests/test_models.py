@@ -14,6 +14,7 @@ from airflow_provider_octopods.exceptions import (
     OctopodsError,
     OctopodsInputError,
     OctopodsTransientError,
+    Sent,
     error_from_dict,
 )
 from airflow_provider_octopods.models import (
@@ -21,11 +22,11 @@ from airflow_provider_octopods.models import (
     SmsStatus,
     failure_message,
     timeout_message,
-    validate_body,
     validate_message_id,
     validate_message_ids,
-    validate_phone,
 )
+from airflow_provider_octopods.utils.phone import normalize_phone
+from airflow_provider_octopods.utils.segments import check_body
 
 DOC_EXAMPLE = {
     "request_id": "b14f0e5a-3f3c-4e9c-b1d1-6d19f0c4a721",
@@ -157,7 +158,7 @@ def test_message_ids_reject_empty_and_bad_items(value):
 
 @pytest.mark.parametrize("phone", ["+12015550123", "+4915112345678", "+68271234"])
 def test_valid_phones(phone):
-    assert validate_phone(phone) == phone
+    assert normalize_phone(phone) == phone
 
 
 @pytest.mark.parametrize(
@@ -165,15 +166,15 @@ def test_valid_phones(phone):
 )
 def test_invalid_phones_name_the_field_and_the_format(phone):
     with pytest.raises(OctopodsInputError, match=r"^Invalid destination_phone: "):
-        validate_phone(phone)
+        normalize_phone(phone)
 
 
 def test_body_rules():
-    assert validate_body("x" * 1600) == "x" * 1600
+    assert check_body("x" * 1600).length == 1600
     with pytest.raises(OctopodsInputError, match="Invalid body: the SMS text is empty"):
-        validate_body("  ")
+        check_body("  ")
     with pytest.raises(OctopodsInputError, match="1601 characters; Octopods accepts at most 1600"):
-        validate_body("x" * 1601)
+        check_body("x" * 1601)
 
 
 def test_failure_message_names_each_failed_message_with_reason_verbatim():
@@ -208,7 +209,9 @@ def test_timeout_message_names_last_status_and_error():
         OctopodsAuthError("bad key", status_code=401, request_id="r1"),
         OctopodsBadRequestError("nope", status_code=400, error_code=1, error="missing"),
         OctopodsTransientError("slow", status_code=429, retry_after=2.0),
-        OctopodsApiError("provider", status_code=400, error_code=4),
+        OctopodsTransientError("slow", sent=Sent.NO, request="status", status_code=429, retry_after=2.0),
+        OctopodsTransientError("broke", sent=Sent.MAYBE, request="run"),
+        OctopodsApiError("provider", status_code=400, error_code=4, sent=Sent.NO, request="send"),
         OctopodsInputError("message_id", "bad"),
         OctopodsError("plain"),
     ],
@@ -220,6 +223,11 @@ def test_errors_round_trip_through_json(error):
     assert str(rebuilt) == str(error)
     for attr in ("status_code", "error_code", "error", "request_id", "retry_after", "field"):
         assert getattr(rebuilt, attr, None) == getattr(error, attr, None)
+    assert (rebuilt.request, rebuilt.sent, rebuilt.request_sent) == (
+        error.request,
+        error.sent,
+        error.request_sent,
+    )
 
 
 def test_permanent_errors_fail_without_retry_and_transient_ones_do_not():

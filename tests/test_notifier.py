@@ -11,13 +11,12 @@ import json
 
 import pytest
 
-from airflow_provider_octopods.utils.segments import measure
-from airflow_provider_octopods.models import MAX_BODY_LENGTH
 from airflow_provider_octopods.notifications.octopods import (
     OctopodsSmsNotifier,
     send_octopods_sms_notification,
 )
 from airflow_provider_octopods.testing import Reply
+from airflow_provider_octopods.utils.segments import MAX_BODY_LENGTH, measure
 from tests.conftest import DAG_TEST_FAILURE_CONTEXT_HAS_EXCEPTION, TEST_API_KEY, get_dag
 from tests.test_dag_runs import assert_no_key_anywhere, run_dag
 

@@ -18,18 +18,23 @@ import pytest
 import requests
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from airflow_provider_octopods._http import api_settings
-from airflow_provider_octopods._outgoing import SendRules, send_rules
-from airflow_provider_octopods.utils.phone import normalize_phone, parse_region, parse_strict
 from airflow_provider_octopods.exceptions import OctopodsInputError
-from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook
-from airflow_provider_octopods.models import validate_phone
+from airflow_provider_octopods.hooks.octopods import (
+    ApiSettings,
+    Call,
+    OctopodsAsyncHook,
+    OctopodsHook,
+    connection_settings,
+    send_call,
+)
 from airflow_provider_octopods.testing.simulator import (
     DELIVERED_NUMBER,
     FAILURE_REASONS,
     MAGIC_NUMBERS,
     check_destination,
 )
+from airflow_provider_octopods.utils.phone import normalize_phone, parse_region, parse_strict
+from airflow_provider_octopods.utils.segments import measure
 
 SEND = "/api/v1/sms/messages"
 #: Regions of every continent, with national formats that differ (trunk prefix 0, none, 8 ...).
@@ -91,7 +96,7 @@ def test_example_numbers_in_every_format_normalise_to_e164(region):
 )
 def test_invalid_numbers_fail_with_the_reason_in_plain_words(value, region, reason):
     with pytest.raises(OctopodsInputError, match=rf"^Invalid destination_phone: .*{reason}") as err:
-        validate_phone(value, default_region=region)
+        normalize_phone(value, default_region=region)
     assert err.value.field == "destination_phone"
 
 
@@ -146,32 +151,75 @@ class _Conn:
     conn_id = "sms"
     host = None
     port = None
+    password = "sms-test-key"
 
     def __init__(self, **extra: object) -> None:
         self.extra = json.dumps(extra)
         self.extra_dejson = extra
 
 
-def _rules(conn: _Conn, *args: object) -> SendRules:
-    """The rules of a send with ``args``, on the connection's settings as the hooks read them."""
-    return send_rules(api_settings(conn), *args)  # type: ignore[arg-type]
+def _settings(conn: _Conn) -> ApiSettings:
+    """The connection's settings, as the hooks read them."""
+    return connection_settings(conn)
+
+
+def _sent_to(call: Call) -> str:
+    """The number a send's call would send to (its JSON body is ``call.body``)."""
+    assert call.body is not None
+    return json.loads(call.body)["destination_phone"]
+
+
+def _national(region: str) -> str:
+    return phonenumbers.format_number(_example(region), PhoneNumberFormat.NATIONAL)
+
+
+def _e164(region: str) -> str:
+    return phonenumbers.format_number(_example(region), PhoneNumberFormat.E164)
+
+
+FICTIONAL = "+1 555 123 4567"  # possible, not valid: refused only when strict
 
 
 def test_rules_come_from_the_arguments_then_the_connection_then_the_defaults():
-    conn = _Conn(default_region="gb", strict_numbers="false")
-    assert _rules(conn) == SendRules("GB", False, None)
-    assert _rules(conn, "de", True, 2) == SendRules("DE", True, 2)
-    assert _rules(_Conn()) == SendRules(None, True, None)
+    # The connection's extras: national numbers of GB, and numbers not valid let through.
+    settings = _settings(_Conn(default_region="gb", strict_numbers="false"))
+    assert (settings.default_region, settings.strict_numbers) == ("GB", False)
+    call, _ = send_call(_national("GB"), "hi", settings)
+    assert _sent_to(call) == _e164("GB")
+    assert _sent_to(send_call(FICTIONAL, "hi", settings)[0]) == "+15551234567"
+    send_call("+12015550123", "x" * 1600, settings)  # no max_segments: only the 1,600 limit
+
+    # The arguments win: national numbers of DE, strict, at most 2 segments.
+    options = {"default_region": "de", "strict_numbers": True, "max_segments": 2}
+    assert _sent_to(send_call(_national("DE"), "hi", settings, **options)[0]) == _e164("DE")
+    with pytest.raises(OctopodsInputError, match=r"^Invalid destination_phone: .*not a valid number for US"):
+        send_call(FICTIONAL, "hi", settings, **options)
+    assert send_call("+12015550123", "x" * 306, settings, **options)[0].body is not None
+    with pytest.raises(OctopodsInputError, match=r"^Invalid body: .*3 segments .*more than max_segments=2"):
+        send_call("+12015550123", "x" * 307, settings, **options)
+    # An argument strict_numbers=False turns off a strict connection too.
+    assert _sent_to(send_call(FICTIONAL, "hi", _settings(_Conn()), strict_numbers=False)[0]) == "+15551234567"
+
+    # Neither: international numbers only, strict, no segment limit.
+    settings = _settings(_Conn())
+    assert (settings.default_region, settings.strict_numbers) == (None, True)
+    with pytest.raises(OctopodsInputError, match=r"^Invalid destination_phone: .*has no country code"):
+        send_call(_national("GB"), "hi", settings)
+    with pytest.raises(OctopodsInputError, match=r"^Invalid destination_phone: .*not a valid number for US"):
+        send_call(FICTIONAL, "hi", settings)
+
     with pytest.raises(
         OctopodsInputError, match=r"^Invalid extra 'strict_numbers' of connection 'sms': 'yes please'"
     ):
-        _rules(_Conn(strict_numbers="yes please"))
+        _settings(_Conn(strict_numbers="yes please"))
     with pytest.raises(OctopodsInputError, match=r"^Invalid extra 'default_region' of connection 'sms'"):
-        _rules(_Conn(default_region="Britain"))
+        _settings(_Conn(default_region="Britain"))
     with pytest.raises(OctopodsInputError, match=r"^Invalid max_segments"):
-        _rules(_Conn(), "US", True, 0)
+        send_call("+12015550123", "hi", settings, default_region="US", strict_numbers=True, max_segments=0)
     with pytest.raises(OctopodsInputError, match=r"^Invalid default_region"):
-        _rules(_Conn(), "Britain")
+        send_call("+12015550123", "hi", settings, default_region="Britain")
+    with pytest.raises(OctopodsInputError, match=r"^Invalid strict_numbers: 'maybe' is not a boolean"):
+        send_call("+12015550123", "hi", settings, strict_numbers="maybe")  # type: ignore[typeddict-item]
 
 
 # -- the hooks: one table, both clients -----------------------------------------------------------
@@ -243,6 +291,59 @@ def test_hooks_take_default_region_and_strictness_from_the_connection(client, oc
     with pytest.raises(OctopodsInputError, match="not a valid number for US"):
         send(client, "+1 555 123 4567", strict_numbers=True)
     assert octopods_conn.request_count(SEND) == 3
+
+
+# -- the cost of one character outside GSM-7 -----------------------------------------------------
+
+#: 97 characters: 1 segment in GSM-7 (160 septets at most), 2 in UCS-2 (70 code units at most).
+GSM7_TEXT = (
+    "Your nightly report is ready: 42 tables loaded, 0 errors. Open the dashboard for details, please."
+)
+
+
+def _send_logged(body: str, caplog, capfd, client: str = "sync") -> tuple[object, str]:
+    """Send ``body`` with a hook's ``send_sms``; return the answer and every line it logged."""
+    with caplog.at_level(logging.WARNING):
+        sent = send(client, "+12015550123", body)
+    # Airflow 3 prints the hook's records to stdout; Airflow 2's reach caplog (tests/conftest.py).
+    out, err = capfd.readouterr()
+    return sent, caplog.text + out + err
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_one_curly_apostrophe_warns_with_the_character_and_the_segments(client, octopods_conn, caplog, capfd):
+    body = GSM7_TEXT.replace("Open", "Don\u2019t wait: open")
+    cost_gsm7 = measure(body.replace("\u2019", ""))
+    cost = measure(body)
+    assert (cost.encoding, cost.segments, cost_gsm7.segments) == ("UCS-2", 2, 1)
+
+    sent, logged = _send_logged(body, caplog, capfd, client)
+
+    assert (sent.encoding, sent.segments) == ("UCS-2", 2)
+    position = body.index("\u2019") + 1
+    assert (
+        f"The SMS text is sent in UCS-2 because of '\u2019' (U+2019) at position {position}: it costs "
+        "2 segments instead of 1 in GSM-7." in logged
+    )
+    assert logged.count("U+2019") == 1  # once per send
+    assert octopods_conn.request_count(SEND) == 1  # a warning, not a refusal
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(GSM7_TEXT, id="plain GSM-7"),
+        pytest.param(GSM7_TEXT + " \u2018Done\u2019 \u2014 ok", id="several characters outside GSM-7"),
+        # One segment either way: the character costs nothing, so nothing is said.
+        pytest.param("It\u2019s done.", id="one character outside GSM-7 that costs no segment"),
+    ],
+)
+def test_no_ucs2_warning_for_gsm7_or_several_characters_outside_it(body, octopods_conn, caplog, capfd):
+    sent, logged = _send_logged(body, caplog, capfd)
+
+    assert sent.segments == measure(body).segments
+    assert "sent in UCS-2 because of" not in logged
+    assert octopods_conn.request_count(SEND) == 1
 
 
 # -- the simulator applies the rules it documents ------------------------------------------------

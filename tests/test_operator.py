@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
 from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,
+    OctopodsInputError,
     OctopodsSendUnconfirmedError,
     OctopodsTransientError,
 )
-from airflow_provider_octopods.models import SmsStatus
+from airflow_provider_octopods.models import MAX_SECONDS, SmsStatus
 from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
 from airflow_provider_octopods.sensors.octopods import OctopodsSmsDeliverySensor
 from airflow_provider_octopods.testing import FAILURE_REASONS, Hang, Reply, Reset
@@ -326,7 +328,7 @@ def test_example_dags_parse_with_their_docs_markers(dag_id):
 @pytest.mark.parametrize(
     ("fault", "said"),
     [
-        (Reset(), "The connection to Octopods broke while reading the answer"),
+        (Reset(), "The connection to Octopods broke during POST /api/v1/sms/messages."),
         (Hang(5), "Octopods did not answer POST /api/v1/sms/messages within 0.5 s."),
         (Reply(201, {"request_id": "req-1"}), "malformed"),
     ],
@@ -548,6 +550,215 @@ def test_a_send_that_certainly_did_not_leave_is_retried(octopods_conn, capfd, ca
     assert len(octopods_conn.messages) == 1
 
 
+# -- a send that fails before anything leaves never blocks the retry (defect 2) --------------------
+
+
+def _fail_connection_once(monkeypatch, error: BaseException) -> list[str]:
+    """Make the first read of an Octopods connection raise ``error`` (a secrets backend down); return the reads."""
+    from airflow_provider_octopods.hooks.octopods import OctopodsHook
+
+    real, reads = OctopodsHook.get_connection, []
+
+    def get_connection(cls, conn_id):
+        reads.append(conn_id)
+        if len(reads) == 1:
+            raise error
+        return real(conn_id)
+
+    monkeypatch.setattr(OctopodsHook, "get_connection", classmethod(get_connection))
+    return reads
+
+
+@STORE
+def test_a_first_try_whose_connection_could_not_be_read_leaves_no_mark(
+    octopods_conn, capfd, caplog, monkeypatch
+):
+    """
+    Defect 2: the connection is read (and the number and text checked) before the "sending" mark,
+    so a first try that failed reading it (here the secrets backend raised) is retried by Airflow
+    and the retry sends normally, instead of refusing as "an earlier try was sending".
+    """
+    reads = _fail_connection_once(monkeypatch, RuntimeError("the secrets backend is unreachable"))
+    conf = {"destination_phone": "+12015550123"}
+
+    results, output = run_dag("octopods_test_send_and_wait_cut_worker", conf, capfd, caplog)
+
+    state, final = results["send_sms"]
+    assert state == "success", output[-3000:]
+    assert final["status"] == "delivered"
+    assert "the secrets backend is unreachable" in output  # the first try failed on it
+    assert "An earlier try of this task was sending" not in output
+    assert len(reads) >= 2
+    assert posts(octopods_conn) == 1
+    assert list(octopods_conn.messages) == [final["message_id"]]
+
+
+class _Store:
+    """A task state store as Airflow 3.3 hands it to a task (``get``, ``set``, ``delete``), in a dict."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: object, *, retention: object = None) -> None:
+        self.values[key] = json.loads(json.dumps(value))  # kept as JSON, as the real store does
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+class _StoreTi(_Ti):
+    """A task instance of a retried task: one ``max_tries`` for every try (a Clear would raise it)."""
+
+    max_tries = 2
+
+
+def _no_connection(monkeypatch, octopods_conn):
+    monkeypatch.delenv("AIRFLOW_CONN_OCTOPODS_DEFAULT")
+
+
+def _unreadable_connection(monkeypatch, octopods_conn):
+    _fail_connection_once(monkeypatch, RuntimeError("the secrets backend is unreachable"))
+
+
+def _working_connection(monkeypatch, octopods_conn):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("first_try", "options", "error", "said"),
+    [
+        pytest.param(
+            _no_connection,
+            {},
+            OctopodsInputError,
+            "Invalid octopods_conn_id: there is no connection 'octopods_default'",
+            id="missing-connection",
+        ),
+        pytest.param(
+            _unreadable_connection,
+            {},
+            RuntimeError,
+            "the secrets backend is unreachable",
+            id="connection-read-raises",
+        ),
+        pytest.param(
+            _working_connection,
+            {"intercom_teammate_id": object()},
+            OctopodsInputError,
+            "Invalid intercom_teammate_id: cannot be sent as JSON",
+            id="payload-not-json",
+        ),
+    ],
+)
+def test_a_send_that_failed_before_anything_left_does_not_block_the_retry(
+    first_try, options, error, said, octopods_conn, monkeypatch
+):
+    """
+    Defect 2, with the ledger's store in hand: whatever fails before the request (the connection,
+    its secrets, the payload) leaves no "sending" mark, so the next try of the task instance sends
+    normally: exactly one SMS reaches the simulator.
+    """
+    store, ti = _Store(), _StoreTi()
+    context = {"ti": ti, "task_state_store": store}
+    first_try(monkeypatch, octopods_conn)
+
+    with pytest.raises(error, match=said):
+        _operator(wait_for_delivery=False, **options).execute(context=context)
+
+    assert store.values == {}  # no mark left behind
+    assert octopods_conn.request_count() == 0
+    monkeypatch.setenv("AIRFLOW_CONN_OCTOPODS_DEFAULT", json.dumps(octopods_conn.connection_extra()))
+
+    # The retry: a new operator, as Airflow builds one per try.
+    sent = _operator(wait_for_delivery=False).execute(context=context)
+
+    assert posts(octopods_conn) == 1
+    assert list(octopods_conn.messages) == [sent["message_id"]]
+    assert store.values["octopods_send"]["sent"] == sent  # the retry's send is recorded
+    again = _operator(wait_for_delivery=False).execute(context=context)  # and a third try resumes it
+    assert again == sent
+    assert posts(octopods_conn) == 1
+
+
+def test_a_send_that_may_have_left_keeps_its_mark(octopods_conn):
+    """The other side of defect 2: after a 5xx the mark stays, and the next try never sends blindly."""
+    store, ti = _Store(), _StoreTi()
+    context = {"ti": ti, "task_state_store": store}
+    octopods_conn.inject(Reply(503, "<html>Service Unavailable</html>"))
+
+    with pytest.raises(OctopodsSendUnconfirmedError, match="HTTP 503"):
+        _operator(wait_for_delivery=False).execute(context=context)
+    assert store.values["octopods_send"]["sent"] is None  # the "sending" mark
+
+    with pytest.raises(OctopodsSendUnconfirmedError, match="An earlier try of this task was sending"):
+        _operator(wait_for_delivery=False).execute(context=context)
+    assert posts(octopods_conn) == 1
+
+
+# -- durations beyond any wait are refused when the task is built (defect 9) -----------------------
+
+HUGE = timedelta(days=10**6)
+
+
+@pytest.mark.parametrize(
+    ("field", "build"),
+    [
+        ("timeout", lambda: _operator(timeout=HUGE)),
+        ("timeout", lambda: _operator(wait_for_delivery=False, timeout=HUGE)),
+        ("timeout", lambda: _operator(deferrable=True, timeout=HUGE)),
+        ("timeout", lambda: _operator(timeout=float("inf"))),
+        ("poll_interval", lambda: _operator(poll_interval=HUGE)),
+        ("initial_delay", lambda: _operator(initial_delay=HUGE)),
+        ("max_poll_interval", lambda: _operator(max_poll_interval=HUGE)),
+        ("timeout", lambda: OctopodsSmsDeliverySensor(task_id="wait", message_id=1, timeout=HUGE)),
+        (
+            "timeout",
+            lambda: OctopodsSmsDeliverySensor(task_id="wait", message_id=1, timeout=HUGE, deferrable=True),
+        ),
+        ("timeout", lambda: OctopodsSmsDeliverySensor(task_id="wait", message_id=1, timeout=1e300)),
+        (
+            "poke_interval",
+            lambda: OctopodsSmsDeliverySensor(task_id="wait", message_id=1, poke_interval=HUGE),
+        ),
+    ],
+    ids=[
+        "send-and-wait",
+        "send-only",
+        "deferrable",
+        "infinite",
+        "poll-interval",
+        "initial-delay",
+        "max-poll-interval",
+        "sensor",
+        "sensor-deferrable",
+        "sensor-float",
+        "sensor-poke-interval",
+    ],
+)
+def test_a_duration_above_ten_years_is_refused_when_the_task_is_built(field, build, octopods_conn):
+    with pytest.raises(
+        OctopodsInputError, match=f"Invalid {field}: .*pass at most 315360000 s \\(ten years\\)"
+    ):
+        build()
+
+    assert octopods_conn.request_count() == 0  # nothing sent, and no raw OverflowError
+
+
+def test_a_timeout_of_ten_years_is_accepted_and_defers(octopods_conn):
+    """The limit itself works end to end: the deadline and Airflow's defer timeout do not overflow."""
+    operator = _operator(deferrable=True, timeout=timedelta(seconds=MAX_SECONDS))
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context={"ti": _Ti()})
+
+    assert deferred.value.timeout is not None and deferred.value.timeout >= timedelta(seconds=MAX_SECONDS)
+    assert deferred.value.trigger.end_time > time.time() + MAX_SECONDS - 60
+    assert posts(octopods_conn) == 1
+
+
 class _ResumedTi(_Ti):
     """A task instance resumed by Airflow: it reads back what the deferring try kept in XCom."""
 
@@ -574,14 +785,17 @@ def test_failed_or_timed_out_trigger_resumes_into_a_final_error_naming_the_sms(e
 
 
 def test_a_rejected_key_during_the_wait_names_the_sent_sms(octopods_conn):
+    from airflow_provider_octopods.utils.ledger import SendLedger
+
     operator = _operator(poll_interval=0.05, initial_delay=0, timeout=10)
-    sent = operator._send()
+    sent = operator._send_once(SendLedger.of({}))  # no task state store: not durable
     octopods_conn.rotate_key("another-key-0123456789")  # between the send and the first poll
 
     with pytest.raises(AirflowFailException, match=f"SMS {sent.message_id} was sent, then this task failed"):
         operator.execute_complete(
-            {}, operator._wait_in_process(_trigger_for(operator, sent.message_id)), sent=sent.to_dict()
+            {}, operator._wait_in_process(_trigger_for(operator, sent.message_id)), sent=sent.sent
         )
+    assert posts(octopods_conn) == 1
 
 
 def _trigger_for(operator, message_id):

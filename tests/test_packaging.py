@@ -33,7 +33,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_octopods.get_provider_info import RELABELING, __version__
+from airflow_provider_octopods import __version__
+from airflow_provider_octopods.get_provider_info import RELABELING
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST_NAME = "airflow_provider_octopods"
@@ -146,7 +147,7 @@ print(json.dumps({
     "distribution": str(md.distribution("airflow-provider-octopods").locate_file("")),
     "entry_points": sorted(
         str(ep.dist.locate_file("")) for ep in md.entry_points(group="apache_airflow_provider")
-        if ep.value == "airflow_provider_octopods:get_provider_info"
+        if ep.value == "airflow_provider_octopods.get_provider_info:get_provider_info"
     ),
     "provider_version": provider.version,
     "package_name": provider.data["package-name"],

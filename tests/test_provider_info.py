@@ -7,6 +7,7 @@ from importlib.metadata import entry_points
 import pytest
 
 import airflow_provider_octopods
+from airflow_provider_octopods.get_provider_info import get_provider_info
 
 
 def test_entry_point_returns_provider_info_for_this_distribution():
@@ -23,7 +24,7 @@ def test_entry_point_returns_provider_info_for_this_distribution():
 
 
 def test_connection_type_is_declared_with_a_clean_form():
-    (conn_type,) = airflow_provider_octopods.get_provider_info()["connection-types"]
+    (conn_type,) = get_provider_info()["connection-types"]
 
     assert conn_type["connection-type"] == "octopods"
     assert conn_type["hook-name"] == "Octopods"
@@ -48,7 +49,7 @@ def test_provider_info_validates_against_airflows_schema():
     from importlib.resources import files
 
     schema = json.loads(files("airflow").joinpath("provider_info.schema.json").read_text())
-    jsonschema.validate(airflow_provider_octopods.get_provider_info(), schema)
+    jsonschema.validate(get_provider_info(), schema)
 
 
 def test_providers_manager_registers_the_provider_and_hook():
@@ -66,11 +67,14 @@ def test_providers_manager_registers_the_provider_and_hook():
 def test_every_declared_module_imports():
     from importlib import import_module
 
-    info = airflow_provider_octopods.get_provider_info()
+    info = get_provider_info()
     for kind in ("hooks", "sensors", "triggers", "operators"):
         for entry in info.get(kind, []):
             for module in entry["python-modules"]:
                 import_module(module)
+    for path in info.get("notifications", []):
+        module, _, name = path.rpartition(".")
+        assert hasattr(import_module(module), name), path
 
 
 @pytest.mark.airflow3_only(

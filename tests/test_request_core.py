@@ -1,49 +1,50 @@
 """
-One table of faults through every transport of the request core, against real servers on 127.0.0.1.
+One table of faults through both transports of the hooks, against real servers on 127.0.0.1.
 
-Every row is run with the sync hook (``requests``), the async hook with every request forced
-through ``aiohttp``, and the async hook as it ships (``keepalive``: its GET requests to Octopods
-go through :mod:`airflow_provider_octopods._keepalive`, sends and proxied requests through
-``aiohttp``), one request each (no retries), and all must come to the SAME outcome: the error
-type, ``request_sent``, ``retry_after``, ``status_code``, the message, word for word, and how many
-requests reached the server. That equality is what keeps the transports from drifting apart; the
-row's expectation then pins what that outcome is.
+Every row is run with the sync hook (``requests``) and the async hook (``aiohttp``), one request
+each (no retries), and both must come to the SAME outcome: the error type, ``sent`` (and the
+request the error names), ``retry_after``, ``status_code``, the message, word for word, and how
+many requests reached the server. That equality is what keeps the transports from drifting
+apart; the row's expectation then pins what that outcome is. A row with ``max_seconds`` also
+bounds how long each transport's call took.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
-from contextlib import ExitStack
+import time
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
 
-from airflow_provider_octopods._http import MAX_RESPONSE_BYTES
-from airflow_provider_octopods._transport import Clients, send_with_aiohttp
-from airflow_provider_octopods.exceptions import OctopodsApiError, OctopodsError
-from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook
+from airflow_provider_octopods.exceptions import OctopodsApiError, OctopodsError, Sent
+from airflow_provider_octopods.hooks import octopods as hooks_module
+from airflow_provider_octopods.hooks.octopods import MAX_RESPONSE_BYTES, OctopodsAsyncHook, OctopodsHook
 from airflow_provider_octopods.testing import Hang, Reply, Reset
 from tests.reliability.servers import (
+    RawServer,
     TinyProxy,
     TinyServer,
     self_signed_certificate,
     server_tls_context,
     status_body,
 )
-from tests.reliability.waits import use_connection
+from tests.reliability.waits import first_event_with_lag, make_trigger, use_connection
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from airflow_provider_octopods._core import Answer, Failed, Send
     from airflow_provider_octopods.testing import OctopodsSimulator
 
-TRANSPORTS = ["requests", "aiohttp", "keepalive"]
+TRANSPORTS = ["requests", "aiohttp"]
 PROXY_VARIABLES = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"]
 PHONE = "+12015550123"
 #: Seconds per request: ample for a busy machine, short enough for the stalled-read row.
@@ -55,11 +56,18 @@ class Outcome:
     """What one call came to, in terms both transports must agree on."""
 
     error: str
-    request_sent: bool | None = None
+    sent: Sent | None = None
+    request: str | None = None
     retry_after: float | None = None
     status_code: int | None = None
     message: str = ""
     reached: int = 0
+    #: Seconds the call took: bounded by a row's ``max_seconds``, not compared between transports.
+    elapsed: float = field(default=0.0, compare=False)
+
+    @property
+    def request_sent(self) -> bool:
+        return self.sent not in (None, Sent.NO)
 
 
 @dataclass
@@ -74,14 +82,21 @@ class Env:
     counter: Callable[[], int] | None = None
     proxy: TinyProxy | None = None
     _tls: tuple[TinyServer, Path] | None = field(default=None, repr=False)
+    _certificate: tuple[Path, Path] | None = field(default=None, repr=False)
 
     def connect(self, host: str, key: str | None = None, **extra: Any) -> None:
         use_connection(self.monkeypatch, host, key or self.sim.api_key, REQUEST_TIMEOUT, **extra)
 
+    def certificate(self) -> tuple[Path, Path]:
+        """A self-signed certificate for 127.0.0.1 and its key, made once per row."""
+        if self._certificate is None:
+            self._certificate = self_signed_certificate(self.tmp_path)
+        return self._certificate
+
     def tls_server(self) -> tuple[TinyServer, Path]:
         """An HTTPS Octopods with a self-signed certificate; its requests are the ones counted."""
         if self._tls is None:
-            cert, key = self_signed_certificate(self.tmp_path)
+            cert, key = self.certificate()
 
             async def answer(request: web.Request) -> web.StreamResponse:
                 return web.json_response(status_body(int(request.path.rsplit("/", 1)[-1])))
@@ -90,6 +105,21 @@ class Env:
             self.counter = lambda: len(server.seen)
             self._tls = (server, cert)
         return self._tls
+
+    def raw_server(
+        self, answer: Callable[[socket.socket, socket.socket, RawServer], None], tls: bool | str
+    ) -> None:
+        """
+        Point the connection at a :class:`RawServer` doing ``answer``: over trusted TLS with ``tls``,
+        and with ``tls="by hand"`` at an https:// URL whose server answers the handshake itself.
+        """
+        cert, key = self.certificate()
+        by_hand = tls == "by hand"
+        context = server_tls_context(cert, key) if tls and not by_hand else None
+        server = self.stack.enter_context(RawServer(answer, context, read_request=not by_hand))
+        self.counter = lambda: len(server.seen)
+        url = server.url.replace("http://", "https://") if by_hand else server.url
+        self.connect(url, **({"verify": str(cert)} if tls else {}))
 
     def use_proxy(self, refuse: bool = False, **variables: str) -> TinyProxy:
         self.proxy = self.stack.enter_context(TinyProxy(refuse=refuse))
@@ -119,16 +149,8 @@ def env(octopods_conn: OctopodsSimulator, monkeypatch: pytest.MonkeyPatch, tmp_p
         yield environment
 
 
-async def _only_aiohttp(clients: Clients, send: Send) -> Answer | Failed:
-    return await send_with_aiohttp(clients.session(), send)
-
-
 def call(transport: str, what: str, message_id: int) -> Any:
-    """Make one call (no retries) with the hook of ``transport``."""
-    if transport == "aiohttp":
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(Clients, "send", _only_aiohttp)
-            return call("async", what, message_id)
+    """Make one call (no retries) with the hook of ``transport``: ``requests`` (sync) or ``aiohttp`` (async)."""
     if transport == "requests":
         hook = OctopodsHook(max_retries=0)
         try:
@@ -145,18 +167,25 @@ def call(transport: str, what: str, message_id: int) -> Any:
 
 def outcome_of(env: Env, transport: str, what: str) -> Outcome:
     before = env.reached()
+    started = time.monotonic()
     try:
         result = call(transport, what, env.message_id)
     except OctopodsError as err:
+        elapsed = time.monotonic() - started
         return Outcome(
             type(err).__name__,
-            getattr(err, "request_sent", None),
+            err.sent,
+            err.request,
             getattr(err, "retry_after", None),
             err.status_code if isinstance(err, OctopodsApiError) else None,
             str(err),
             env.reached() - before,
+            elapsed,
         )
-    return Outcome("ok", message=getattr(result, "status", "sent"), reached=env.reached() - before)
+    elapsed = time.monotonic() - started
+    return Outcome(
+        "ok", message=getattr(result, "status", "sent"), reached=env.reached() - before, elapsed=elapsed
+    )
 
 
 @dataclass(frozen=True)
@@ -166,17 +195,20 @@ class Row:
 
     :param setup: sets the row up once, or (:class:`Scripted`) the answer served to each transport.
     :param message: a regular expression the whole message must match.
+    :param sent: the error's ``sent`` (None: no request was involved, or no error).
+    :param max_seconds: how long each transport's call may take at most, if the row bounds it.
     """
 
     id: str
     setup: Callable[[Env], Any] | Scripted | None
     error: str
     message: str
-    request_sent: bool | None = None
+    sent: Sent | None = None
     retry_after: float | None = None
     status_code: int | None = None
     reached: int = 1
     what: str = "status"
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -230,9 +262,80 @@ def bypassing_proxy(env: Env) -> None:
     env.monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
+def socks_proxy(env: Env) -> None:
+    tls_trusted(env)
+    env.monkeypatch.setenv("HTTPS_PROXY", "socks5h://127.0.0.1:1080")
+
+
+def proxy_with_a_bad_port(env: Env) -> None:
+    env.monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:99999")
+
+
+def _linger(raw: socket.socket) -> None:
+    """Wait (2 s at most) for the client to hang up, so what was written reaches it before our FIN."""
+    raw.settimeout(2)
+    with suppress(OSError):
+        raw.recv(1)
+
+
+def handshake_alert(conn: socket.socket, raw: socket.socket, server: RawServer) -> None:
+    """Answer the TLS ClientHello with a fatal handshake_failure alert."""
+    conn.recv(65536)
+    raw.sendall(bytes([21, 3, 3, 0, 2, 2, 40]))
+    _linger(raw)
+
+
+def tls_garbage(conn: socket.socket, raw: socket.socket, server: RawServer) -> None:
+    """After the request: bytes that are no TLS record (an HTTP answer in the clear)."""
+    raw.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    _linger(raw)
+
+
+def tls_alert(conn: socket.socket, raw: socket.socket, server: RawServer) -> None:
+    """After the request: a fatal TLS alert (internal_error) in the clear."""
+    raw.sendall(bytes([21, 3, 3, 0, 2, 2, 80]))
+    _linger(raw)
+
+
+def tls_unclean_close(conn: socket.socket, raw: socket.socket, server: RawServer) -> None:
+    """After the request: the TCP connection closes without TLS's close_notify."""
+    raw.shutdown(socket.SHUT_RDWR)
+
+
+#: Seconds between the bytes of a trickled head: each far inside the 1 s timeout, 3.5 s in all.
+TRICKLE_INTERVAL = 0.05
+#: How long a call may take when the server trickles its head: the timeout, plus scheduling slack.
+TRICKLE_BOUND = REQUEST_TIMEOUT + 0.75
+
+
+def head_trickled(conn: socket.socket, raw: socket.socket, server: RawServer) -> None:
+    """A valid answer whose status line and headers come one byte at a time."""
+    asked = re.search(r"/(\d+)$", server.seen[-1])
+    body = json.dumps(status_body(int(asked.group(1)) if asked else 4829999)).encode()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    assert len(head) * TRICKLE_INTERVAL > 3 * REQUEST_TIMEOUT
+    for byte in head:
+        if server.stopping.is_set():
+            return
+        conn.sendall(bytes([byte]))
+        time.sleep(TRICKLE_INTERVAL)
+    conn.sendall(body)
+
+
 NOT_SENT = r"Could not reach Octopods at {url}: {why}, so nothing was sent\."
 OTHER_ORIGIN = {"Location": "http://127.0.0.2:9/api/v1/sms/messages/1"}
 JSON = {"Content-Type": "application/json"}
+
+PROXY_UNUSABLE = (
+    r"Invalid proxy for {scheme}:// \(HTTPS_PROXY, HTTP_PROXY or ALL_PROXY\): '{proxy}' is not a proxy both "
+    r"hooks can use; give http://host:port \(or https://\), or list Octopods' host in NO_PROXY\."
+)
+
+#: What a status Octopods refuses tells to check.
+NOT_KNOWN = (
+    r"Check that the connection's Channel API key belongs to the channel that sent it, and that the id is "
+    r"the send's message_id \(not its request_id or channel_message_id\)\."
+)
 
 #: What a send's failure says once the request had left: ``send_sms`` never repeats it.
 UNCONFIRMED = (
@@ -247,7 +350,7 @@ ROWS = [
         refused,
         "OctopodsTransientError",
         NOT_SENT.format(url=r"http://127\.0\.0\.1:\d+", why="no connection could be opened"),
-        request_sent=False,
+        sent=Sent.NO,
         reached=0,
     ),
     Row(
@@ -255,7 +358,7 @@ ROWS = [
         refused,
         "OctopodsTransientError",
         NOT_SENT.format(url=r"http://127\.0\.0\.1:\d+", why="no connection could be opened"),
-        request_sent=False,
+        sent=Sent.NO,
         reached=0,
         what="send",
     ),
@@ -264,7 +367,7 @@ ROWS = [
         lambda env: env.connect("https://octopods-test.invalid"),
         "OctopodsTransientError",
         NOT_SENT.format(url=r"https://octopods-test\.invalid", why="the host name could not be resolved"),
-        request_sent=False,
+        sent=Sent.NO,
         reached=0,
     ),
     Row(
@@ -272,7 +375,16 @@ ROWS = [
         lambda env: env.connect(env.sim.url.replace("http://", "https://")),
         "OctopodsTransientError",
         NOT_SENT.format(url=r"https://127\.0\.0\.1:\d+", why="the TLS handshake failed"),
-        request_sent=False,
+        sent=Sent.NO,
+        reached=0,
+        what="send",
+    ),
+    Row(
+        "tls-handshake-alert",
+        lambda env: env.raw_server(handshake_alert, tls="by hand"),
+        "OctopodsTransientError",
+        NOT_SENT.format(url=r"https://127\.0\.0\.1:\d+", why="the TLS handshake failed"),
+        sent=Sent.NO,
         reached=0,
         what="send",
     ),
@@ -282,17 +394,41 @@ ROWS = [
         "OctopodsCertificateError",
         r"The TLS certificate of https://127\.0\.0\.1:\d+ could not be verified \(self-signed certificate\), "
         r'so nothing was sent\. If a proxy or a private CA signs it, set the connection\'s extra "verify".*',
-        request_sent=False,
+        sent=Sent.NO,
         reached=0,
         what="send",
     ),
     Row("tls-trusted-ca-bundle", tls_trusted, "ok", "delivered"),
+    # Regression (defect 1): a TLS error while reading the answer, after the request was written,
+    # was called a failed handshake ("nothing was sent") by the sync hook; a send may have gone out.
+    *(
+        Row(
+            f"tls-{name}-after-the-request",
+            lambda env, answer=answer: env.raw_server(answer, tls=True),
+            "OctopodsSendUnconfirmedError",
+            r"The connection to Octopods broke during POST /api/v1/sms/messages\." + UNCONFIRMED,
+            sent=Sent.MAYBE,
+            what="send",
+        )
+        for name, answer in [
+            ("garbage", tls_garbage),
+            ("alert", tls_alert),
+            ("unclean-close", tls_unclean_close),
+        ]
+    ),
+    Row(
+        "tls-garbage-after-the-request-status",
+        lambda env: env.raw_server(tls_garbage, tls=True),
+        "OctopodsTransientError",
+        r"The connection to Octopods broke during GET /api/v1/sms/messages/\d+\.",
+        sent=Sent.MAYBE,
+    ),
     Row(
         "proxy-refuses-connect",
         through_refusing_proxy,
         "OctopodsTransientError",
         NOT_SENT.format(url=r"https://127\.0\.0\.1:\d+", why="the proxy could not open a tunnel to it"),
-        request_sent=False,
+        sent=Sent.NO,
         reached=0,
         what="send",
     ),
@@ -301,38 +437,75 @@ ROWS = [
         through_unreachable_proxy,
         "OctopodsTransientError",
         NOT_SENT.format(url=r"https://127\.0\.0\.1:\d+", why="the proxy could not open a tunnel to it"),
-        request_sent=False,
+        sent=Sent.NO,
         reached=0,
     ),
     Row("proxy-connect-tunnel", through_tunnel, "ok", "delivered"),
     Row("proxy-forward", through_forward_proxy, "ok", "delivered"),
     Row("no-proxy-bypasses-the-proxy", bypassing_proxy, "ok", "delivered"),
+    # Regression (defect 5): a proxy neither library can use broke the send after the fact.
+    Row(
+        "https-proxy-socks5h",
+        socks_proxy,
+        "OctopodsInputError",
+        PROXY_UNUSABLE.format(scheme="https", proxy=r"socks5h://127\.0\.0\.1:1080"),
+        reached=0,
+        what="send",
+    ),
+    Row(
+        "http-proxy-with-a-bad-port",
+        proxy_with_a_bad_port,
+        "OctopodsInputError",
+        PROXY_UNUSABLE.format(scheme="http", proxy=r"http://127\.0\.0\.1:99999"),
+        reached=0,
+        what="send",
+    ),
     Row(
         "stalled-read",
         Scripted(lambda env: Hang(30)),
         "OctopodsTransientError",
         r"Octopods did not answer GET /api/v1/sms/messages/\d+ within 1 s\.",
-        request_sent=True,
+        sent=Sent.MAYBE,
+    ),
+    # Regression (defect 3): requests bounds each read, not the exchange; the sync call took 3.5 s.
+    Row(
+        "head-trickled-byte-by-byte",
+        lambda env: env.raw_server(head_trickled, tls=False),
+        "OctopodsTransientError",
+        r"Octopods did not answer GET /api/v1/sms/messages/\d+ within 1 s\.",
+        sent=Sent.MAYBE,
+        max_seconds=TRICKLE_BOUND,
+    ),
+    Row(
+        "head-trickled-byte-by-byte-send",
+        lambda env: env.raw_server(head_trickled, tls=False),
+        "OctopodsSendUnconfirmedError",
+        r"Octopods did not answer POST /api/v1/sms/messages within 1 s\." + UNCONFIRMED,
+        sent=Sent.MAYBE,
+        what="send",
+        max_seconds=TRICKLE_BOUND,
     ),
     Row(
         "reset-mid-body",
         Scripted(lambda env: Reset()),
         "OctopodsTransientError",
-        r"The connection to Octopods broke while reading the answer\.",
-        request_sent=True,
+        r"The connection to Octopods broke during GET /api/v1/sms/messages/\d+\.",
+        sent=Sent.MAYBE,
     ),
     Row(
         "oversized-body",
         reply(200, b" " * (MAX_RESPONSE_BYTES + 1), JSON),
         "OctopodsTransientError",
         rf"Octopods sent an answer larger than {MAX_RESPONSE_BYTES} bytes; it was refused unread\.",
-        request_sent=True,
+        sent=Sent.MAYBE,
     ),
     Row(
         "redirect-to-another-origin",
         reply(302, headers=OTHER_ORIGIN),
         "OctopodsBadRequestError",
         r"Octopods redirected to another origin \(http://127\.0\.0\.2\); the API key was not sent there\..*",
+        sent=Sent.NO,
+        status_code=302,
     ),
     Row(
         "redirect-same-origin-followed",
@@ -341,13 +514,22 @@ ROWS = [
         "delivered",
         reached=2,
     ),
+    # Regression (defect 7): a Location that is not a URL was followed (or raised a bare ValueError).
+    Row(
+        "redirect-location-with-a-space",
+        reply(302, headers={"Location": "/api/v1/sms/messages/1 2"}),
+        "OctopodsTransientError",
+        r"Octopods answered with a redirect \(HTTP 302\) to '/api/v1/sms/messages/1 2', which is not a URL\.",
+        sent=Sent.MAYBE,
+        status_code=302,
+    ),
     Row(
         "303-after-post",
         reply(303, headers={"Location": "/api/v1/sms/messages/4829999"}),
         "OctopodsSendUnconfirmedError",
         r"Octopods answered POST /api/v1/sms/messages with a redirect \(HTTP 303\); it was not followed, so "
         r"the request is not repeated, and it may have been processed\." + UNCONFIRMED,
-        request_sent=True,
+        sent=Sent.MAYBE,
         status_code=303,
         what="send",
     ),
@@ -357,7 +539,7 @@ ROWS = [
         "OctopodsSendUnconfirmedError",
         r"Octopods answered POST /api/v1/sms/messages with a redirect \(HTTP 307\).*may have been processed\."
         + UNCONFIRMED,
-        request_sent=True,
+        sent=Sent.MAYBE,
         status_code=307,
         what="send",
     ),
@@ -366,6 +548,19 @@ ROWS = [
         reply(400, {"error_code": 1, "error": "You must supply message_id", "request_id": "r1"}),
         "OctopodsBadRequestError",
         r"Octopods refused the request \(HTTP 400, error_code 1\): You must supply message_id\. \(request_id r1\)",
+        sent=Sent.NO,
+        status_code=400,
+        what="send",
+    ),
+    # Changed (the "message not found" error): a status Octopods refuses names the id and what to check.
+    Row(
+        "400-bad-request-status",
+        reply(400, {"error_code": 1, "error": "You must supply message_id", "request_id": "r1"}),
+        "OctopodsBadRequestError",
+        r"Octopods does not know SMS \d+ \(HTTP 400, error_code 1: You must supply message_id\)\. "
+        + NOT_KNOWN
+        + r" \(request_id r1\)",
+        sent=Sent.NO,
         status_code=400,
     ),
     Row(
@@ -373,6 +568,7 @@ ROWS = [
         reply(400, {"error_code": 4, "error": "SMS provider error"}),
         "OctopodsApiError",
         r"Octopods' SMS provider failed \(HTTP 400, error_code 4\): SMS provider error\.",
+        sent=Sent.NO,
         status_code=400,
         what="send",
     ),
@@ -382,6 +578,7 @@ ROWS = [
         "OctopodsAuthError",
         r"Octopods rejected the Channel API key of connection 'octopods_default': the key is missing or "
         r"unknown \(HTTP 401: Unauthorized\)\. Update .*",
+        sent=Sent.NO,
         status_code=401,
     ),
     Row(
@@ -389,6 +586,16 @@ ROWS = [
         reply(404, {"error": "Not found"}),
         "OctopodsBadRequestError",
         r"Octopods refused the request \(HTTP 404\): Not found\.",
+        sent=Sent.NO,
+        status_code=404,
+        what="send",
+    ),
+    Row(
+        "404-not-found-status",
+        reply(404, {"error": "Not found"}),
+        "OctopodsBadRequestError",
+        r"Octopods does not know SMS \d+ \(HTTP 404: Not found\)\. " + NOT_KNOWN,
+        sent=Sent.NO,
         status_code=404,
     ),
     *(
@@ -397,7 +604,7 @@ ROWS = [
             reply(status, {"error": "Slow down"}, {"Retry-After": "7"}),
             "OctopodsTransientError",
             rf"Octopods answered HTTP {status} \({what}\): Slow down\.",
-            request_sent=False,
+            sent=Sent.NO,
             retry_after=7.0,
             status_code=status,
             what="send",
@@ -411,7 +618,7 @@ ROWS = [
             "OctopodsSendUnconfirmedError" if what == "send" else "OctopodsTransientError",
             rf"Octopods answered HTTP {status} \(server trouble\)\."
             + (UNCONFIRMED if what == "send" else ""),
-            request_sent=True,
+            sent=Sent.MAYBE,
             status_code=status,
             what=what,
         )
@@ -422,7 +629,7 @@ ROWS = [
         reply(200, '{"message_id": 1, "status": "deliv', JSON),
         "OctopodsTransientError",
         r"Octopods answered HTTP 200 with a body that is not JSON\.",
-        request_sent=True,
+        sent=Sent.MAYBE,
         status_code=200,
     ),
     Row(
@@ -454,16 +661,18 @@ def test_both_transports_come_to_the_same_outcome(row: Row, env: Env, monkeypatc
             env.sim.inject(row.setup.make(env))
         outcomes[transport] = outcome_of(env, transport, row.what)
 
-    assert outcomes["requests"] == outcomes["aiohttp"] == outcomes["keepalive"], outcomes
+    assert outcomes["requests"] == outcomes["aiohttp"], outcomes
     got = outcomes["requests"]
     assert got.error == row.error, got
     assert re.fullmatch(row.message, got.message, flags=re.DOTALL), got.message
-    assert (got.request_sent, got.retry_after, got.status_code) == (
-        row.request_sent,
-        row.retry_after,
-        row.status_code,
-    ), got
+    assert (got.sent, got.retry_after, got.status_code) == (row.sent, row.retry_after, row.status_code), got
+    assert got.request_sent is (row.sent in (Sent.MAYBE, Sent.YES)), got
+    # An error of a request names it; one raised before any request (bad input) names none.
+    assert got.request == (None if row.sent is None else row.what), got
     assert got.reached == row.reached, got
+    if row.max_seconds is not None:
+        for transport, outcome in outcomes.items():
+            assert outcome.elapsed <= row.max_seconds, f"{transport}: the call took {outcome.elapsed:.2f} s"
     assert env.sim.api_key not in got.message
 
 
@@ -482,23 +691,40 @@ def test_the_proxy_rows_went_through_the_proxy(env: Env):
     assert all(seen.split(" ")[1].startswith(env.sim.url) for seen in env.proxy.seen)
 
 
-def test_the_async_hook_polls_through_the_keepalive_client_and_sends_through_aiohttp(
-    env: Env, monkeypatch: pytest.MonkeyPatch
-):
-    from airflow_provider_octopods import _keepalive, _transport
-
+def test_the_async_hook_makes_every_request_with_aiohttp(env: Env, monkeypatch: pytest.MonkeyPatch):
     used: list[str] = []
-    for module, name in [(_transport, "send_with_aiohttp"), (_keepalive.KeepAlivePool, "request")]:
-        original = getattr(module, name)
+    original = hooks_module.send_with_aiohttp
 
-        def spy(*args: Any, _original: Any = original, _name: str = name) -> Any:
-            used.append(_name)
-            return _original(*args)
+    async def spy(session: Any, send: Any) -> Any:
+        used.append(f"{send.method} {urlsplit(send.url).path}")
+        return await original(session, send)
 
-        monkeypatch.setattr(module, name, spy)
+    def not_requests(*args: Any) -> Any:
+        raise AssertionError("the async hook made a request with requests")
 
-    assert outcome_of(env, "keepalive", "status").error == "ok"
-    assert outcome_of(env, "keepalive", "send").error == "ok"
+    monkeypatch.setattr(hooks_module, "send_with_aiohttp", spy)
+    monkeypatch.setattr(hooks_module, "send_with_requests", not_requests)
+    assert outcome_of(env, "aiohttp", "status").error == "ok"
+    assert outcome_of(env, "aiohttp", "send").error == "ok"
     through_forward_proxy(env)
-    assert outcome_of(env, "keepalive", "status").error == "ok"
-    assert used == ["request", "send_with_aiohttp", "send_with_aiohttp"]
+    assert outcome_of(env, "aiohttp", "status").error == "ok"
+    status = f"GET /api/v1/sms/messages/{env.message_id}"
+    assert used == [status, "POST /api/v1/sms/messages", status]
+    assert env.proxy is not None and [seen.split(" ")[0] for seen in env.proxy.seen] == ["GET"]
+
+
+def test_a_redirect_to_a_location_that_is_not_a_url_ends_a_deferrable_wait_without_a_crash(env: Env):
+    # Regression (defect 7): the wait must go on (the redirect is transient) and end at its
+    # deadline naming it, not stop on an unexpected ValueError.
+    message_id = env.sim.add_message(Reply(302, b"", {"Location": "/api/v1/sms/messages/1 2"}))
+
+    event, _ = asyncio.run(first_event_with_lag(make_trigger(message_id, 1.0)))
+
+    assert event["status"] == "timeout", event
+    assert event["pending"] == [message_id]
+    assert re.fullmatch(
+        r"Octopods answered with a redirect \(HTTP 302\) to '/api/v1/sms/messages/1 2', which is not a URL\.",
+        event["last_error"],
+    ), event
+    assert "ValueError" not in json.dumps(event)
+    assert env.sim.request_count(f"/api/v1/sms/messages/{message_id}") >= 2, "polled on after the redirect"

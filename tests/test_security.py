@@ -36,18 +36,26 @@ import pytest
 from aiohttp import web
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_octopods.hooks import octopods as _http
-from airflow_provider_octopods._http import AUTH_HEADER, MAX_RESPONSE_BYTES
 from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,
     OctopodsBadRequestError,
     OctopodsCertificateError,
+    OctopodsDeliveryError,
     OctopodsError,
     OctopodsInputError,
+    OctopodsSendUnconfirmedError,
     OctopodsTransientError,
 )
-from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook
+from airflow_provider_octopods.hooks.octopods import (
+    AUTH_HEADER,
+    MAX_REDIRECTS,
+    MAX_RESPONSE_BYTES,
+    OctopodsAsyncHook,
+    OctopodsHook,
+    connection_settings,
+)
 from airflow_provider_octopods.testing import Hang, OctopodsSimulator, Reply
+from airflow_provider_octopods.utils import budget
 from tests.conftest import AIRFLOW_HOME, DAGS_FOLDER, TEST_API_KEY, get_dag
 from tests.reliability.servers import TinyServer, self_signed_certificate, server_tls_context, status_body
 from tests.reliability.waits import (
@@ -56,6 +64,7 @@ from tests.reliability.waits import (
     make_trigger,
     point_connection_at,
     poke_wait,
+    sensor,
     use_connection,
 )
 
@@ -98,7 +107,7 @@ def send(client: str, phone: Any, body: Any = "Your code is 123456") -> Any:
 def conn(octopods_conn: OctopodsSimulator, monkeypatch: pytest.MonkeyPatch) -> OctopodsSimulator:
     """The simulator, 0.3 s per request and retries that wait milliseconds."""
     point_connection_at(monkeypatch, octopods_conn)
-    monkeypatch.setattr(_http, "BACKOFF_BASE", FAST_BACKOFF_BASE)
+    monkeypatch.setattr(budget, "BACKOFF_BASE", FAST_BACKOFF_BASE)
     return octopods_conn
 
 
@@ -267,6 +276,159 @@ def test_a_task_that_logs_the_key_shows_stars_in_its_log_file(octopods_conn, mon
     assert not files_holding(TEST_API_KEY)
 
 
+# -- a server that echoes the key -----------------------------------------------------------------
+
+#: Status requests of the echoing server, by message id: each answer holds the key it was sent.
+ECHO_400, ECHO_401, ECHO_503, ECHO_FAILED, ECHO_MOVED = 4001, 4011, 5031, 2001, 3021
+#: Sends of the echoing server, by the destination number: HTTP 400, or HTTP 500 (may have been sent).
+ECHO_SEND_400, ECHO_SEND_500 = "+12015550140", "+12015550150"
+
+
+def echo(request: web.Request) -> str:
+    """What the echoing server says about the key it was sent."""
+    return f"unknown key {request.headers.get(AUTH_HEADER, '')}"
+
+
+@pytest.fixture
+def echo_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[TinyServer]:
+    """
+    An Octopods that echoes the key of every request in its answers: in error bodies (HTTP 400, 401,
+    503 and 500 to a send), in a status's ``failure_reason`` and in a redirect's ``Location``.
+
+    The connection's password carries stray blanks: what must be redacted is the key as sent.
+    """
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        key = request.headers.get(AUTH_HEADER, "")
+        if request.method == "POST":
+            phone = (await request.json())["destination_phone"]
+            status = 500 if phone == ECHO_SEND_500 else 400
+            return web.json_response(
+                {"error_code": 3, "error": echo(request), "request_id": "req-echo"}, status=status
+            )
+        message_id = int(request.path.rsplit("/", 1)[-1])
+        if message_id == ECHO_FAILED:
+            body = {**status_body(message_id, "failed"), "failure_reason": f"carrier said: {echo(request)}"}
+            return web.json_response(body)
+        if message_id == ECHO_MOVED:
+            return web.Response(status=302, headers={"Location": f"https://{key}.example/x?key={key}"})
+        status = {ECHO_400: 400, ECHO_401: 401}.get(message_id, 503)
+        return web.json_response({"error": echo(request), "request_id": "req-echo"}, status=status)
+
+    with TinyServer(answer) as server:
+        use_connection(monkeypatch, server.url, key=f"  {TEST_API_KEY} \n", timeout=2)
+        monkeypatch.setattr(budget, "BACKOFF_BASE", FAST_BACKOFF_BASE)
+        yield server
+
+
+def assert_no_key_in(texts: list[str], output: str) -> None:
+    """The key is in none of ``texts`` and not in the output; ``***`` stands where the server put it."""
+    assert not [text for text in texts if TEST_API_KEY in text]
+    assert TEST_API_KEY not in output
+    assert all("***" in text for text in texts), [text for text in texts if "***" not in text]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_key_echoed_by_the_server_is_in_no_error_nor_status(
+    client, echo_server, debug_logging, capfd, caplog
+):
+    # Regression (the redesign's defect 4): Octopods' error text and failure_reason reached the
+    # exception, its to_dict() and the trigger event verbatim, key included.
+    from airflow_provider_octopods.exceptions import error_from_dict
+
+    texts: list[str] = []
+    expected = {
+        ECHO_400: OctopodsBadRequestError,
+        ECHO_401: OctopodsAuthError,
+        ECHO_503: OctopodsTransientError,
+        ECHO_MOVED: OctopodsBadRequestError,
+    }
+    for message_id, kind in expected.items():
+        with pytest.raises(kind) as raised:
+            get_status(client, message_id, max_retries=1)
+        err = raised.value
+        rebuilt = error_from_dict(json.loads(json.dumps(err.to_dict())))
+        texts += [*_describe(err), *_describe(rebuilt)]
+        if message_id != ECHO_MOVED:
+            assert err.error == rebuilt.error == "unknown key ***"
+            assert "unknown key ***" in str(err)
+        else:
+            assert "https://***.example" in str(err)
+    for phone, kind in (
+        (ECHO_SEND_400, OctopodsBadRequestError),
+        (ECHO_SEND_500, OctopodsSendUnconfirmedError),
+    ):
+        with pytest.raises(kind) as raised:
+            send(client, phone)
+        assert raised.value.error == "unknown key ***"
+        texts += _describe(raised.value)
+
+    status = get_status(client, ECHO_FAILED)
+    assert status.failure_reason == "carrier said: unknown key ***"
+    texts += [repr(status), json.dumps(status.to_dict())]
+    if client == "sync":  # the sensor in poke mode fails with the reason it read
+        with pytest.raises(OctopodsDeliveryError) as raised:
+            poke_wait(ECHO_FAILED, timeout=5)
+        texts += [str(raised.value), repr(raised.value)]
+
+    out, err = capfd.readouterr()
+    assert_no_key_in(texts, out + err + caplog.text)
+    assert echo_server.seen and all(seen.had_key for seen in echo_server.seen)
+
+
+def test_a_key_echoed_by_the_server_is_in_no_trigger_event(echo_server, debug_logging, capfd, caplog):
+    from airflow_provider_octopods.exceptions import OctopodsTimeoutError
+
+    texts: list[str] = []
+    for message_id in (ECHO_400, ECHO_401, ECHO_MOVED, ECHO_503, ECHO_FAILED):
+        trigger = make_trigger(message_id, 1.5)
+        event = asyncio.run(first_event_with_lag(trigger))[0]
+        texts.append(json.dumps(event))
+        if message_id == ECHO_FAILED:
+            assert event["status"] == "done" and "unknown key ***" in texts[-1]
+        elif message_id == ECHO_503:
+            assert event["status"] == "timeout" and "unknown key ***" in event["last_error"]
+        else:
+            assert event["status"] == "error", event
+        # What the worker makes of the event: the task's error, as the task log shows it.
+        kinds = (OctopodsDeliveryError, OctopodsTimeoutError, OctopodsBadRequestError, OctopodsAuthError)
+        with pytest.raises(kinds) as raised:
+            sensor(message_id, 1.5, deferrable=True).execute_complete({}, event)
+        texts += [str(raised.value), repr(raised.value)]
+
+    out, err = capfd.readouterr()
+    assert_no_key_in(texts, out + err + caplog.text)
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("mode", ["poke", "deferrable"])
+def test_a_key_echoed_by_the_server_is_in_no_task_log_nor_the_metadata_database(
+    mode, echo_server, capfd, caplog
+):
+    """Real ``dag.test()`` runs: the task logs and the metadata DB (events, XCom ...) hold no key."""
+    from tests.conftest import AIRFLOW_V_3_0_PLUS
+
+    output = ""
+    for message_id, reason in ((ECHO_FAILED, "OctopodsDeliveryError"), (ECHO_400, "OctopodsBadRequestError")):
+        # Airflow 2's dag.test() adds a handler to the task logger; keep it from outliving the test.
+        task_logger = logging.getLogger("airflow.task")
+        handlers, propagate = task_logger.handlers[:], task_logger.propagate
+        task_logger.propagate = AIRFLOW_V_3_0_PLUS
+        try:
+            dag_run = get_dag(f"octopods_test_{mode}").test(run_conf={"message_id": message_id})
+        finally:
+            task_logger.handlers[:] = handlers
+            task_logger.propagate = propagate
+        assert dag_run.state == "failed"
+        out, err = capfd.readouterr()
+        output += out + err
+        assert TEST_API_KEY not in out + err, "the key is in the task log"
+        assert reason in out + err and "unknown key ***" in out + err
+
+    assert TEST_API_KEY not in output + caplog.text
+    assert not files_holding(TEST_API_KEY), "the key is in a task log or the metadata database"
+
+
 # -- redirects ---------------------------------------------------------------------------------
 
 
@@ -341,7 +503,7 @@ def test_a_redirect_loop_is_cut(client, conn):
     with pytest.raises(OctopodsTransientError, match="redirected more than 3 times"):
         get_status(client, message_id)
 
-    assert conn.request_count() == _http.MAX_REDIRECTS + 1
+    assert conn.request_count() == MAX_REDIRECTS + 1
 
 
 # -- transport ---------------------------------------------------------------------------------
@@ -356,17 +518,18 @@ def test_plain_http_to_a_remote_host_is_refused_before_any_request(client, monke
 
 
 def test_plain_http_needs_an_explicit_opt_in_and_loopback_is_exempt():
-    from airflow_provider_octopods._http import api_settings
     from tests.test_fuzz import _Conn
 
-    assert api_settings(_Conn("http://octopods.example", None, '{"allow_insecure_http": true}')).base_url == (
-        "http://octopods.example"
-    )
+    assert connection_settings(
+        _Conn("http://octopods.example", None, '{"allow_insecure_http": true}')
+    ).base_url == ("http://octopods.example")
     for value in ("false", "0", "no", ""):
         with pytest.raises(OctopodsInputError):
-            api_settings(_Conn("http://octopods.example", None, json.dumps({"allow_insecure_http": value})))
+            connection_settings(
+                _Conn("http://octopods.example", None, json.dumps({"allow_insecure_http": value}))
+            )
     for host in ("http://127.0.0.1:8080", "http://localhost", "http://[::1]:9000"):
-        assert api_settings(_Conn(host, None, None)).base_url == host
+        assert connection_settings(_Conn(host, None, None)).base_url == host
 
 
 @pytest.fixture

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_octopods.exceptions import OctopodsInputError
+from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
 from airflow_provider_octopods.utils.segments import (
     GSM7,
     GSM7_BASIC,
     GSM7_EXTENSION,
+    MAX_BODY_LENGTH,
     MULTI_SEGMENT,
     SINGLE_SEGMENT,
     UCS2,
@@ -21,9 +24,6 @@ from airflow_provider_octopods.utils.segments import (
     measure,
     truncate,
 )
-from airflow_provider_octopods.exceptions import OctopodsInputError
-from airflow_provider_octopods.models import MAX_BODY_LENGTH, validate_body
-from airflow_provider_octopods.operators.octopods import OctopodsSendSmsOperator
 
 EMOJI = "\U0001f680"  # a rocket: outside the Basic Multilingual Plane, a surrogate pair in UTF-16
 
@@ -76,15 +76,43 @@ def test_a_two_unit_character_is_never_split_between_segments():
 
 def test_the_1600_limit_counts_an_emoji_as_two():
     assert body_length(EMOJI * 800) == 1600
-    assert validate_body(EMOJI * 800) == EMOJI * 800
-    assert validate_body("€" * 1600) == "€" * 1600  # a GSM extension character is one character
+    assert check_body(EMOJI * 800).length == 1600
+    assert check_body("€" * 1600).length == 1600  # a GSM extension character is one character
     with pytest.raises(
         OctopodsInputError, match=r"has 1601 characters \(an emoji counts as 2\); .* at most 1600"
     ):
-        validate_body("x" + EMOJI * 800)
+        check_body("x" + EMOJI * 800)
     with pytest.raises(OctopodsInputError, match="has 1601 characters; Octopods accepts at most 1600"):
-        validate_body("x" * 1601)
+        check_body("x" * 1601)
     assert MAX_BODY_LENGTH == 1600
+
+
+@pytest.mark.parametrize(
+    "value", [42, 3.5, b"hello", bytearray(b"hi"), ["hello"], ("hi",), {"body": "hi"}, True]
+)
+def test_a_body_that_is_not_text_says_so(value):
+    """Defect 10: an int, bytes or a list was reported as an empty text."""
+    with pytest.raises(
+        OctopodsInputError, match=r"^Invalid body: got \w+ .*, not text; pass the SMS text as a string"
+    ) as err:
+        check_body(value)
+    assert err.value.field == "body"
+    assert "empty" not in str(err.value)
+    assert type(value).__name__ in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["", " ", "\n\t ", "\u3000"])
+def test_an_empty_or_blank_body_still_says_empty(value):
+    with pytest.raises(
+        OctopodsInputError, match=r"^Invalid body: the SMS text is empty; pass the text to send\.$"
+    ):
+        check_body(value)
+
+
+def test_the_field_name_is_the_callers():
+    with pytest.raises(OctopodsInputError, match=r"^Invalid message: got int 42, not text") as err:
+        check_body(42, "message")
+    assert err.value.field == "message"
 
 
 def test_max_segments_refuses_with_the_count_and_the_fix():
@@ -138,5 +166,13 @@ def test_the_operator_fails_over_max_segments_before_any_request(octopods_conn):
         task_id="send", destination_phone="+12015550123", body="x" * 161, max_segments=1
     )
     with pytest.raises(OctopodsInputError, match=r"2 segments in GSM-7 .* more than max_segments=1"):
+        operator.execute({})  # type: ignore[arg-type]
+    assert octopods_conn.request_count() == 0
+
+
+@pytest.mark.parametrize("body", [42, b"hello", ["hello"]])
+def test_the_operator_says_not_text_before_any_request(body, octopods_conn):
+    operator = OctopodsSendSmsOperator(task_id="send", destination_phone="+12015550123", body=body)
+    with pytest.raises(OctopodsInputError, match=r"^Invalid body: got .*, not text"):
         operator.execute({})  # type: ignore[arg-type]
     assert octopods_conn.request_count() == 0

@@ -7,18 +7,24 @@ with Octopods' own text; a send is made once, never repeated.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from airflow_provider_octopods._calls import send_payload as _send_payload
 from airflow_provider_octopods.exceptions import (
     OctopodsApiError,
     OctopodsAuthError,
     OctopodsBadRequestError,
     OctopodsInputError,
     OctopodsTransientError,
+    Sent,
 )
-from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, OctopodsHook
+from airflow_provider_octopods.hooks.octopods import (
+    ApiSettings,
+    OctopodsAsyncHook,
+    OctopodsHook,
+    send_call,
+)
 from airflow_provider_octopods.models import SentSms
 from airflow_provider_octopods.testing import Reply
 from tests.conftest import TEST_API_KEY
@@ -42,6 +48,13 @@ BAD_PHONES = [
     None,
     15551234567,
 ]
+
+
+def _send_payload(destination_phone: str, body: str, **options: Any) -> dict[str, Any]:
+    """The JSON body ``send_call`` builds (it checks the number and text, then encodes the payload)."""
+    call, _ = send_call(destination_phone, body, ApiSettings("https://app.octopods.io", "k"), **options)
+    assert call.body is not None
+    return json.loads(call.body)
 
 
 def _api_error(code: int, text: str) -> Reply:
@@ -172,9 +185,10 @@ def test_malformed_success_answer_is_unconfirmed_not_a_crash(octopods_conn):
 
     octopods_conn.inject(Reply(201, {"request_id": "req-x", "message_id": "abc"}))
 
-    with pytest.raises(OctopodsSendUnconfirmedError, match=r"malformed.*The SMS may have been sent"):
+    with pytest.raises(OctopodsSendUnconfirmedError, match=r"malformed.*The SMS may have been sent") as err:
         OctopodsHook().send_sms("+12015550123", "hello")
     assert octopods_conn.request_count(SEND) == 1
+    assert (err.value.sent, err.value.request, err.value.request_id) == (Sent.MAYBE, "send", "req-x")
 
 
 def test_payload_carries_optional_fields_only_when_given():

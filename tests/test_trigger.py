@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import time
@@ -149,19 +150,21 @@ async def test_unknown_status_warns_and_polls_on(octopods_conn, caplog, capfd):
 
 
 async def test_the_shared_session_is_closed_when_the_trigger_is_cancelled(octopods_conn):
-    from airflow_provider_octopods._transport import ClientPool
+    from airflow_provider_octopods.hooks.octopods import SharedSession
 
     message_id = octopods_conn.add_message("queued")
     trigger = OctopodsSmsDeliveryTrigger(message_id, end_time=time.time() + 30, **FAST)
     task = asyncio.ensure_future(first_event(trigger))
     await asyncio.sleep(0.2)
-    assert asyncio.get_running_loop() in ClientPool._entries
+    assert asyncio.get_running_loop() in SharedSession._by_loop
+    session = SharedSession._by_loop[asyncio.get_running_loop()].session
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    assert asyncio.get_running_loop() not in ClientPool._entries
+    assert asyncio.get_running_loop() not in SharedSession._by_loop
+    assert session.closed
 
 
 async def test_polls_back_off_to_the_cap(octopods_conn):
@@ -185,7 +188,7 @@ async def test_polls_back_off_to_the_cap(octopods_conn):
 
 async def test_the_hooks_are_imported_in_a_thread_once_per_process(monkeypatch):
     """The first trigger imports the hooks off the event loop; later ones take no thread hop."""
-    from airflow_provider_octopods import _lazy
+    from airflow_provider_octopods.triggers import octopods as triggers
 
     hops: list[object] = []
     real = asyncio.to_thread
@@ -194,9 +197,91 @@ async def test_the_hooks_are_imported_in_a_thread_once_per_process(monkeypatch):
         hops.append(args)
         return await real(func, *args, **kwargs)
 
-    monkeypatch.setattr(_lazy, "_hooks", None)
-    monkeypatch.setattr(_lazy.asyncio, "to_thread", counting)
-    first, second = await asyncio.gather(_lazy.hooks_module(), _lazy.hooks_module())
-    third = await _lazy.hooks_module()
+    monkeypatch.setattr(triggers, "_hooks", None)
+    monkeypatch.setattr(triggers.asyncio, "to_thread", counting)
+    first, second = await asyncio.gather(triggers._hooks_module(), triggers._hooks_module())
+    third = await triggers._hooks_module()
     assert first is second is third and hasattr(third, "OctopodsAsyncHook")
     assert len(hops) == 2  # the two concurrent first calls; none after
+
+
+# -- one async hook on many event loops (defect 8) ---------------------------------------------
+
+#: The connection's ``timeout`` in the tests below: each request must be answered well within it.
+HOOK_TIMEOUT = 2.0
+
+
+def _short_timeout(simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = {**simulator.connection_extra(), "extra": {"timeout": HOOK_TIMEOUT}}
+    monkeypatch.setenv("AIRFLOW_CONN_OCTOPODS_DEFAULT", json.dumps(conn))
+
+
+def _closed_loops() -> int:
+    """How many closed event loops are still reachable, after a full collection."""
+    gc.collect()
+    # type(), not isinstance(): isinstance() asks a lazy Airflow proxy for its __class__, which imports it.
+    return sum(1 for o in gc.get_objects() if issubclass(type(o), asyncio.BaseEventLoop) and o.is_closed())
+
+
+def test_one_async_hook_answers_in_two_asyncio_runs(octopods_conn, monkeypatch):
+    """Defect 8: the hook kept the session of its first loop; on the next loop every request failed."""
+    from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
+
+    _short_timeout(octopods_conn, monkeypatch)
+    message_id = octopods_conn.add_message("sent", "delivered")
+    hook = OctopodsAsyncHook()
+
+    async def poll(close: bool = False) -> tuple[str, float]:
+        started = time.monotonic()
+        status = await asyncio.wait_for(hook.get_sms_status(message_id), HOOK_TIMEOUT + 1)
+        took = time.monotonic() - started
+        if close:
+            await hook.close()
+        return status.status, took
+
+    first, took_first = asyncio.run(poll())
+    second, took_second = asyncio.run(poll(close=True))
+
+    assert (first, second) == ("sent", "delivered")
+    assert took_first < HOOK_TIMEOUT and took_second < HOOK_TIMEOUT
+    assert octopods_conn.request_count() == 2
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["closed", "never-closed"])
+@pytest.mark.parametrize("one_hook", [True, False], ids=["one-hook", "a-hook-per-run"])
+def test_twenty_asyncio_runs_leave_at_most_one_closed_loop_reachable(octopods_conn, close, one_hook):
+    """
+    Defect 8: closed loops do not stay reachable through the hook or the shared sessions.
+
+    A hook never closed leaves its loop's session in ``SharedSession._by_loop`` until the next
+    first request on another loop drops it: at most the last loop is still reachable.
+    """
+    from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook, SharedSession
+
+    message_id = octopods_conn.add_message("delivered")
+    shared_hook = OctopodsAsyncHook()
+
+    async def run_once() -> str:
+        hook = shared_hook if one_hook else OctopodsAsyncHook()
+        status = await asyncio.wait_for(hook.get_sms_status(message_id), 10)
+        if close:
+            await hook.close()
+        return status.status
+
+    before = _closed_loops()
+    try:
+        answers = [asyncio.run(run_once()) for _ in range(20)]
+
+        assert answers == ["delivered"] * 20
+        assert octopods_conn.request_count() == 20
+        assert _closed_loops() - before <= 1
+        assert sum(1 for loop in SharedSession._by_loop if loop.is_closed()) <= (0 if close else 1)
+    finally:
+        asyncio.run(_drop_sessions_of_closed_loops())
+
+
+async def _drop_sessions_of_closed_loops() -> None:
+    """Leave no session of a closed loop to later tests: the next first request on a loop drops them."""
+    from airflow_provider_octopods.hooks.octopods import SharedSession
+
+    await SharedSession.acquire().release()

@@ -1,5 +1,6 @@
 """
-The wait engine (``_wait.py``): its rules alone, then one table run through every mode that drives it.
+The wait engine (in ``triggers/octopods.py``): its rules alone, then one table run through every mode
+that drives it.
 
 The engine is pure, so its unit tests feed it answers and a clock; the shared table then runs the
 same simulated deliveries through the trigger's ``run()`` and the sensor's ``poke()``, which must
@@ -16,17 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from airflow_provider_octopods.triggers import octopods as _wait
-from airflow_provider_octopods.triggers.octopods import (
-    DONE,
-    ERROR,
-    TIMEOUT,
-    PollSchedule,
-    WaitEngine,
-    deadline,
-    seconds,
-    statuses_from_event,
-)
+from airflow_provider_octopods import models
 from airflow_provider_octopods.exceptions import (
     OctopodsAuthError,
     OctopodsDeliveryError,
@@ -38,7 +29,18 @@ from airflow_provider_octopods.exceptions import (
 from airflow_provider_octopods.models import SmsStatus, validate_message_id, validate_message_ids
 from airflow_provider_octopods.sensors.octopods import OctopodsSmsDeliverySensor
 from airflow_provider_octopods.testing import Reply, Status
-from airflow_provider_octopods.triggers.octopods import OctopodsSmsDeliveryTrigger
+from airflow_provider_octopods.triggers import octopods as _wait
+from airflow_provider_octopods.triggers.octopods import (
+    DONE,
+    ERROR,
+    TIMEOUT,
+    OctopodsSmsDeliveryTrigger,
+    PollSchedule,
+    WaitEngine,
+    deadline,
+    seconds,
+    statuses_from_event,
+)
 
 SCHEDULE = PollSchedule(initial_delay=1.0, poll_interval=2.0, backoff_factor=2.0, max_poll_interval=5.0)
 
@@ -90,6 +92,28 @@ def test_bad_durations_name_the_field(value):
         seconds(value, "timeout")
 
 
+def test_durations_are_reexported_from_the_models():
+    assert seconds is models.seconds and deadline is models.deadline
+
+
+@pytest.mark.parametrize(
+    "value",
+    [models.MAX_SECONDS + 1, timedelta(days=3651), timedelta(days=365 * 100), 1e300, float("inf")],
+)
+def test_a_duration_above_ten_years_is_refused_clearly(value):
+    """Defect 9: a duration past ten years made a deadline Airflow cannot store."""
+    with pytest.raises(
+        OctopodsInputError, match=r"^Invalid timeout: got .* s; pass at most 315360000 s \(ten years\)\.$"
+    ):
+        models.seconds(value, "timeout")
+
+
+def test_ten_years_exactly_is_still_a_duration():
+    assert models.MAX_SECONDS == 10 * 365 * 24 * 3600
+    assert models.seconds(models.MAX_SECONDS, "timeout") == models.MAX_SECONDS
+    assert models.seconds(timedelta(days=3650), "timeout") == models.MAX_SECONDS
+
+
 def _sensor(**kwargs):
     return OctopodsSmsDeliverySensor(task_id="wait", message_id=1, **kwargs)
 
@@ -123,6 +147,17 @@ def test_the_trigger_takes_timedeltas():
         1, poll_interval=timedelta(seconds=10), max_poll_interval=timedelta(minutes=1)
     )
     assert (trigger.poll_interval, trigger.max_poll_interval) == (10.0, 60.0)
+
+
+@pytest.mark.parametrize(("build", "interval"), [(_sensor, "poke_interval"), (_operator, "poll_interval")])
+def test_a_task_with_a_duration_above_ten_years_is_refused_when_built(build, interval):
+    """Defect 9: refused when the DAG file builds the task, not when it runs."""
+    with pytest.raises(OctopodsInputError, match=r"^Invalid timeout: .*at most 315360000 s \(ten years\)"):
+        build(timeout=timedelta(days=3651))
+    with pytest.raises(OctopodsInputError, match=rf"^Invalid {interval}: .*\(ten years\)"):
+        build(**{interval: timedelta(days=3651)})
+    with pytest.raises(OctopodsInputError, match=r"^Invalid max_poll_interval: .*\(ten years\)"):
+        OctopodsSmsDeliveryTrigger(1, max_poll_interval=models.MAX_SECONDS * 2)
 
 
 # -- the deadline --------------------------------------------------------------------------------

@@ -358,9 +358,6 @@ def missing_connection(conn_id: str) -> OctopodsInputError:
 
 # -- where a request goes -----------------------------------------------------------------------
 
-#: The environment variables of the proxy decision, lowercase first as in ``urllib`` and ``requests``.
-_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
 
 @lru_cache(maxsize=256)
 def origin(url: str) -> tuple[str, str | None, int | None]:
@@ -374,54 +371,32 @@ def proxy_for(url: str) -> str | None:
     """
     Return the proxy to reach ``url`` through, or None: the one proxy decision of both hooks.
 
-    ``HTTPS_PROXY`` (for https://) or ``HTTP_PROXY`` (for http://), else ``ALL_PROXY``; none when
-    the host matches ``NO_PROXY`` (``*``, a host name or domain suffix, ``host:port``, or an IP
-    network such as ``10.0.0.0/8``). Lowercase variables win over uppercase ones. A proxy both
-    libraries cannot use (not ``http://`` or ``https://``, a bad port) is an
-    :class:`~airflow_provider_octopods.exceptions.OctopodsInputError` naming the variable: nothing
-    is sent.
+    ``requests`` reads the environment as it always does (``HTTPS_PROXY``/``HTTP_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY`` with host names, domain suffixes, ``host:port`` and IPv4 networks;
+    lowercase variables first); the answer is given to both libraries, neither of which reads the
+    environment itself. A proxy both cannot use (not ``http://`` or ``https://``, a bad port) is an
+    :class:`~airflow_provider_octopods.exceptions.OctopodsInputError`: nothing is sent.
 
     :param url: the URL of the request.
     """
-    env = tuple(os.environ.get(name) or os.environ.get(name.upper()) or "" for name in _PROXY_VARIABLES)
-    return _proxy_for(origin(url), env)
-
-
-@lru_cache(maxsize=64)
-def _proxy_for(where: tuple[str, str | None, int | None], env: tuple[str, ...]) -> str | None:
-    scheme, host, port = where
-    http, https, every, no_proxy = env
-    chosen = {"http": http, "https": https}.get(scheme)
-    name, proxy = (f"{scheme}_proxy", chosen) if chosen else ("all_proxy", every)
-    if not proxy or _bypassed(host or "", port, no_proxy):
+    scheme, host, port = origin(url)
+    # requests matches a NO_PROXY "host:port" only against a port the URL spells out: spell out the default.
+    where = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/" if host and port else url
+    proxy = requests.utils.select_proxy(where, requests.utils.get_environ_proxies(where))
+    if not proxy:
         return None
     try:
         parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        parts.port  # noqa: B018  # raises ValueError on a port that is not a number
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number from 0 to 65535
+        usable = False
+    if not usable:
         raise OctopodsInputError(
-            f"environment variable {name.upper()}",
+            f"proxy for {origin(url)[0]}:// (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY)",
             f"{proxy.split('@')[-1]!r:.60} is not a proxy both hooks can use; give http://host:port (or "
             "https://), or list Octopods' host in NO_PROXY.",
         )
     return parts.geturl()
-
-
-def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
-    """Whether ``NO_PROXY`` names ``host`` (or ``host:port``)."""
-    host = host.lower()
-    for entry in (e.strip().lower().lstrip(".") for e in no_proxy.split(",")):
-        if entry == "*" or entry in (host, f"{host}:{port}") or (entry and host.endswith(f".{entry}")):
-            return True
-        if "/" in entry:
-            try:
-                if ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                continue
-    return False
 
 
 # -- the calls ----------------------------------------------------------------------------------
@@ -748,7 +723,20 @@ def read_answer(call: Call, answer: Answer, settings: ApiSettings) -> Any:
                 Sent.MAYBE,
                 status_code=status,
             )
-        return call.parse(payload) if call.parse is not None else payload
+        if call.parse is None:
+            return payload
+        try:
+            return call.parse(payload)
+        except OctopodsApiError as err:  # a malformed answer: the models raise it without the call's facts
+            raise call.error(
+                type(err),
+                str(err),
+                Sent.MAYBE,
+                status_code=err.status_code,
+                error_code=err.error_code,
+                error=err.error,
+                request_id=err.request_id,
+            ) from None
     fields = payload if isinstance(payload, dict) else {}
     code = fields.get("error_code")
     facts: dict[str, Any] = {
@@ -787,7 +775,7 @@ def read_answer(call: Call, answer: Answer, settings: ApiSettings) -> Any:
     message = f"Octopods refused the request (HTTP {status}{coded}){said}."
     if call.request == "status":
         message = (
-            f"Octopods does not know {call.subject} (HTTP {status}{coded}){said}. Check that the connection's "
+            f"Octopods does not know {call.subject} (HTTP {status}{coded}{said}). Check that the connection's "
             "Channel API key belongs to the channel that sent it, and that the id is the send's message_id "
             "(not its request_id or channel_message_id)."
         )
@@ -942,9 +930,12 @@ def _causes(err: BaseException) -> Generator[BaseException, None, None]:
 
 def _tls_failure(err: BaseException) -> Failed | None:
     """A certificate problem (always in the handshake), or a TLS error raised by the handshake itself."""
-    for cause in _causes(err):
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return Failed(Failure.CERTIFICATE, str(getattr(cause, "verify_message", "") or ""))
+    # aiohttp's ClientConnectorCertificateError is an ssl.CertificateError too, without verify_message:
+    # the reason is on the stdlib error it wraps.
+    certificate = [cause for cause in _causes(err) if isinstance(cause, ssl.SSLCertVerificationError)]
+    if certificate:
+        reasons = [str(getattr(cause, "verify_message", "") or "") for cause in certificate]
+        return Failed(Failure.CERTIFICATE, next((reason for reason in reasons if reason), ""))
     for cause in _causes(err):
         tb = cause.__traceback__ if isinstance(cause, ssl.SSLError) else None
         while tb is not None:
@@ -1088,6 +1079,9 @@ class SharedSession:
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
         )
+        # aiohttp sends a GET again, unasked and outside the key's budget, when its connection breaks
+        # before an answer; one call is one request, as with requests (aiohttp's test client does the same).
+        self.session._retry_connection = False
 
     @classmethod
     def acquire(cls) -> SharedSession:

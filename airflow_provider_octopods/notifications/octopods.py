@@ -70,11 +70,11 @@ class OctopodsSmsNotifier(SendArguments, BaseNotifier):
         *,
         destination_phone: str,
         body: str,
-        octopods_conn_id: str = "octopods_default",
         destination_user_name: str | None = None,
         default_region: str | None = None,
         strict_numbers: bool | None = None,
         max_segments: int | None = None,
+        octopods_conn_id: str = "octopods_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -25,21 +25,7 @@ from airflow_provider_octopods.models import (
     validate_message_id,
     validate_message_ids,
 )
-from airflow_provider_octopods.triggers.octopods import (
-    DEFAULT_BACKOFF_FACTOR,
-    DEFAULT_INITIAL_DELAY,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_TIMEOUT,
-    OctopodsSmsDeliveryTrigger,
-    PollSchedule,
-    ScheduledWait,
-    WaitEngine,
-    defer_wait,
-    require_delivered,
-    statuses_from_event,
-)
+from airflow_provider_octopods.triggers import octopods as wait
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -52,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["OctopodsSmsDeliverySensor"]
 
 
-class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
+class OctopodsSmsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
     """
     Wait until an SMS sent through Octopods is delivered; fail if it is not.
 
@@ -102,12 +88,12 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
         message_ids: Any = None,
         octopods_conn_id: str = "octopods_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poke_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
-        timeout: float | timedelta = DEFAULT_TIMEOUT,
-        initial_delay: float | timedelta = DEFAULT_INITIAL_DELAY,
-        max_poll_interval: float | timedelta = DEFAULT_MAX_POLL_INTERVAL,
-        backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        poke_interval: float | timedelta = wait.DEFAULT_POLL_INTERVAL,
+        timeout: float | timedelta = wait.DEFAULT_TIMEOUT,
+        initial_delay: float | timedelta = wait.DEFAULT_INITIAL_DELAY,
+        max_poll_interval: float | timedelta = wait.DEFAULT_MAX_POLL_INTERVAL,
+        backoff_factor: float = wait.DEFAULT_BACKOFF_FACTOR,
+        max_concurrency: int = wait.DEFAULT_MAX_CONCURRENCY,
         **kwargs: Any,
     ) -> None:
         poke_interval = seconds(poke_interval, "poke_interval", positive=True)
@@ -120,11 +106,11 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
         self.message_ids = message_ids
         self.octopods_conn_id = octopods_conn_id
         self.deferrable = deferrable
-        self.schedule = PollSchedule.of(
+        self.schedule = wait.PollSchedule.of(
             initial_delay, poke_interval, backoff_factor, max_poll_interval, interval_field="poke_interval"
         )
         self.max_concurrency = max_concurrency
-        self._engine: WaitEngine | None = None
+        self._engine: wait.WaitEngine | None = None
 
     def _ids(self) -> list[int]:
         """Return the rendered ids, validated: a clear error before any request."""
@@ -145,19 +131,21 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
         return OctopodsHook(self.octopods_conn_id, max_retries=0)
 
     @property
-    def engine(self) -> WaitEngine:
+    def engine(self) -> wait.WaitEngine:
         """
         The wait of poke and reschedule mode: polls at once, then every ``poke_interval`` (Airflow
         paces the pokes); after transient trouble, the engine's backoff decides.
         """
         if self._engine is None:
-            schedule = PollSchedule(0.0, self.schedule.poll_interval, 1.0, self.schedule.max_poll_interval)
-            self._engine = WaitEngine(self._ids(), schedule)
+            schedule = wait.PollSchedule(
+                0.0, self.schedule.poll_interval, 1.0, self.schedule.max_poll_interval
+            )
+            self._engine = wait.WaitEngine(self._ids(), schedule)
         return self._engine
 
     def _result(self, statuses: list[SmsStatus]) -> Any:
         """Fail on any failed delivery; else return the XCom value (a dict, or a list for many)."""
-        dicts = require_delivered(statuses, self.log)
+        dicts = wait.require_delivered(statuses, self.log)
         return dicts if self.message_ids is not None else dicts[0]
 
     def execute(self, context: Context) -> Any:
@@ -176,7 +164,7 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
                 if "hook" in self.__dict__:
                     self.hook.close()
         multiple = self.message_ids is not None
-        trigger = OctopodsSmsDeliveryTrigger(
+        trigger = wait.OctopodsSmsDeliveryTrigger(
             message_id=None if multiple else ids[0],
             message_ids=ids if multiple else None,
             octopods_conn_id=self.octopods_conn_id,
@@ -184,7 +172,7 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
             max_concurrency=self.max_concurrency,
             **self.schedule.as_kwargs(),
         )
-        defer_wait(self, trigger, self.timeout)
+        wait.defer_wait(self, trigger, self.timeout)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """
@@ -210,7 +198,7 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
         step.emit(self.log)
         if step.event is not None:
             return PokeReturnValue(
-                is_done=True, xcom_value=self._result(statuses_from_event(step.event, None))
+                is_done=True, xcom_value=self._result(wait.statuses_from_event(step.event, None))
             )
         if self.reschedule:
             self.poke_interval = step.delay
@@ -223,4 +211,4 @@ class OctopodsSmsDeliverySensor(ScheduledWait, BaseSensorOperator):
         :param context: the task context.
         :param event: the trigger's event payload.
         """
-        return self._result(statuses_from_event(event, self.timeout))
+        return self._result(wait.statuses_from_event(event, self.timeout))

@@ -118,7 +118,7 @@ class _GeneratedTable(SphinxDirective):
 class ConnectionFormTable(_GeneratedTable):
     """The connection form's visible fields, labels and placeholders, then the hidden ones."""
 
-    sources = ("airflow_provider_octopods/__init__.py",)
+    sources = ("airflow_provider_octopods/get_provider_info.py",)
 
     def table(self) -> str:
         conn = _connection_type()
@@ -249,15 +249,16 @@ class OptionalFigure(SphinxDirective):
 
 def _schedule_numbers() -> dict[str, float]:
     """The wait's defaults, as the code states them once (``|default-initial-delay|`` and so on)."""
-    from airflow_provider_octopods import _http, _wait
+    from airflow_provider_octopods.triggers import octopods as wait
+    from airflow_provider_octopods.utils import budget
 
     return {
-        "default-initial-delay": _wait.DEFAULT_INITIAL_DELAY,
-        "default-poll-interval": _wait.DEFAULT_POLL_INTERVAL,
-        "default-backoff-factor": _wait.DEFAULT_BACKOFF_FACTOR,
-        "default-max-poll-interval": _wait.DEFAULT_MAX_POLL_INTERVAL,
-        "default-max-concurrency": _wait.DEFAULT_MAX_CONCURRENCY,
-        "retry-after-cap": _http.BACKOFF_CAP,
+        "default-initial-delay": wait.DEFAULT_INITIAL_DELAY,
+        "default-poll-interval": wait.DEFAULT_POLL_INTERVAL,
+        "default-backoff-factor": wait.DEFAULT_BACKOFF_FACTOR,
+        "default-max-poll-interval": wait.DEFAULT_MAX_POLL_INTERVAL,
+        "default-max-concurrency": wait.DEFAULT_MAX_CONCURRENCY,
+        "retry-after-cap": budget.BACKOFF_CAP,
     }
 
 

@@ -165,9 +165,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait milliseconds, not seconds: the rule is the same, only its base is smaller."""
-    from airflow_provider_octopods.hooks import octopods as _http
+    from airflow_provider_octopods.utils import budget
 
-    monkeypatch.setattr(_http, "BACKOFF_BASE", FAST_BACKOFF_BASE)
+    monkeypatch.setattr(budget, "BACKOFF_BASE", FAST_BACKOFF_BASE)
 
 
 @pytest.fixture

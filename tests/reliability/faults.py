@@ -209,7 +209,7 @@ FAULTS: list[Fault] = [
         "Connection reset mid-response",
         "`Reset()`: headers and a third of the body, then the TCP connection is aborted",
         _fixed(Reset()),
-        r"connection to Octopods broke while reading the answer",
+        r"connection to Octopods broke during GET /api/v1/sms/messages/\d+\.",
     ),
     Fault(
         "read-timeout",

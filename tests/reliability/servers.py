@@ -1,6 +1,7 @@
 """
 Tiny HTTP(S) servers for answers the simulator does not script: a chunked body that never ends,
-a TLS endpoint with a self-signed certificate, a gzip-encoded answer.
+a TLS endpoint with a self-signed certificate, a gzip-encoded answer, and (:class:`RawServer`)
+answers no HTTP framework sends: a head trickled byte by byte, bytes that break the TLS layer.
 
 :class:`TinyServer` runs one aiohttp handler on a loopback address in a thread and records every
 request it receives (method, path and whether it carried ``X-Octopods-Auth``).
@@ -11,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import os
+import re
+import socket
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
@@ -214,3 +218,89 @@ class TinyProxy:
         assert self._loop is not None and self._thread is not None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class RawServer:
+    """
+    A server that reads each request itself and then does ``answer(connection, raw, server)``: what
+    no HTTP framework would send (a head one byte at a time, bytes that are not TLS records).
+
+    Each connection runs in its own thread: an optional TLS handshake, then the request's head and
+    its ``Content-Length`` body are read and recorded in :attr:`seen` (``"METHOD /path"``), then
+    ``answer`` gets the connection (a TLS socket with ``ssl_context``) and a plain socket on the
+    same TCP stream, which writes below TLS. With ``read_request`` false, ``answer`` gets the
+    connection as soon as it is accepted, and nothing is recorded. A context manager;
+    :attr:`stopping` is set on exit.
+
+    :param answer: what to do once a request was read.
+    :param ssl_context: serve TLS with this context.
+    :param read_request: read (and record) the request before ``answer``.
+    """
+
+    def __init__(
+        self,
+        answer: Callable[[socket.socket, socket.socket, RawServer], None],
+        ssl_context: ssl.SSLContext | None = None,
+        read_request: bool = True,
+    ) -> None:
+        self.answer, self.ssl_context, self.read_request = answer, ssl_context, read_request
+        self.seen: list[str] = []
+        self.stopping = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)  # so the accepting thread sees ``stopping``
+        self.port = self._listener.getsockname()[1]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
+
+    def _read_request(self, conn: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        while length and len(body) < int(length.group(1)):
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            body += chunk
+        self.seen.append(" ".join(head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")[:2]))
+        return True
+
+    def _serve(self, plain: socket.socket) -> None:
+        plain.settimeout(10)
+        raw = socket.socket(fileno=os.dup(plain.fileno()))  # writes below the TLS layer
+        with plain, raw:
+            try:
+                conn = self.ssl_context.wrap_socket(plain, server_side=True) if self.ssl_context else plain
+                with conn:
+                    if not self.read_request or self._read_request(conn):
+                        self.answer(conn, raw, self)
+            except (OSError, ssl.SSLError):
+                return  # the client gave up, or failed the handshake: what some answers are for
+
+    def __enter__(self) -> RawServer:
+        def accept() -> None:
+            while not self.stopping.is_set():
+                try:
+                    plain, _ = self._listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                threading.Thread(target=self._serve, args=(plain,), daemon=True, name="raw-conn").start()
+
+        self._thread = threading.Thread(target=accept, daemon=True, name="raw-server")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._listener.close()

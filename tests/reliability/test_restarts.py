@@ -35,7 +35,7 @@ def status_requests(sim: Any, message_id: int) -> int:
 
 async def run_until_polled(trigger: Any, sim: Any, message_id: int, polls: int) -> None:
     """Run ``trigger`` until the simulator has seen ``polls`` polls, then cancel it like a dying triggerer."""
-    from airflow_provider_octopods._transport import ClientPool
+    from airflow_provider_octopods.hooks.octopods import SharedSession
 
     async def drain() -> None:
         async for _ in trigger.run():
@@ -48,7 +48,7 @@ async def run_until_polled(trigger: Any, sim: Any, message_id: int, polls: int) 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert asyncio.get_running_loop() not in ClientPool._entries, "the pooled session was left open"
+    assert asyncio.get_running_loop() not in SharedSession._by_loop, "the shared session was left open"
 
 
 def rebuild(serialized: tuple[str, dict[str, Any]]) -> Any:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 #: Seconds per request in these tests (the connection extra ``timeout``).
 REQUEST_TIMEOUT = 0.3
-#: ``_http.BACKOFF_BASE`` in these tests: retries wait 25-50 ms, then 50-100 ms, ... up to the cap.
+#: ``utils.budget.BACKOFF_BASE`` in these tests: retries wait 25-50 ms, then 50-100 ms, ... up to the cap.
 FAST_BACKOFF_BASE = 0.05
 #: Poll settings of the sensor and the trigger in these tests.
 POLL_INTERVAL = 0.05
