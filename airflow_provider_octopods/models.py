@@ -221,9 +221,9 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _malformed(what: str, request_id: Any = None) -> OctopodsTransientError:
+def _malformed(what: str, request_id: Any = None, answer: str = "status") -> OctopodsTransientError:
     return OctopodsTransientError(
-        f"Octopods sent a malformed status answer ({what}); will ask again.",
+        f"Octopods sent a malformed {answer} answer ({what}).",
         request_id=request_id if isinstance(request_id, str) else None,
     )
 
@@ -357,23 +357,20 @@ class SmsStatus:
 
 @dataclass(frozen=True)
 class SentSms:
-    """
-    The answer of ``POST /api/v1/sms/messages``.
-
-    :param message_id: the id to poll the status with.
-    :param request_id: Octopods' id of the send request.
-    :param channel_message_id: the id of the message in the SMS channel.
-    :param destination_phone: the number the SMS was sent to, in E.164 form (set by the hook).
-    :param encoding: ``GSM-7`` or ``UCS-2`` (set by the hook).
-    :param segments: how many SMS segments the text took (set by the hook).
-    """
+    """The answer of ``POST /api/v1/sms/messages``, with what the hook knows of the send."""
 
     message_id: int
+    """The id to poll the status with."""
     request_id: str | None = None
+    """Octopods' id of the send request."""
     channel_message_id: str | None = None
+    """The id of the message in the SMS channel."""
     destination_phone: str | None = None
+    """The number the SMS was sent to, in E.164 form (set by the hook)."""
     encoding: str | None = None
+    """``GSM-7`` or ``UCS-2`` (set by the hook)."""
     segments: int | None = None
+    """How many SMS segments the text took (set by the hook)."""
 
     @classmethod
     def from_api(cls, payload: Any) -> SentSms:
@@ -383,12 +380,12 @@ class SentSms:
         :param payload: the decoded JSON body.
         """
         if not isinstance(payload, dict):
-            raise _malformed(f"expected a JSON object, got {type(payload).__name__}")
+            raise _malformed(f"expected a JSON object, got {type(payload).__name__}", answer="send")
         raw_id = payload.get("message_id")
         try:
             message_id = validate_message_id(raw_id)
         except OctopodsInputError:
-            raise _malformed(f"message_id {raw_id!r:.30}", payload.get("request_id")) from None
+            raise _malformed(f"message_id {raw_id!r:.30}", payload.get("request_id"), "send") from None
         return cls(
             message_id=message_id,
             request_id=_optional_str(payload.get("request_id")),
