@@ -322,6 +322,11 @@ def head_trickled(conn: socket.socket, raw: socket.socket, server: RawServer) ->
     conn.sendall(body)
 
 
+def length_not_a_number(conn: socket.socket, raw: socket.socket, server: RawServer) -> None:
+    """A head whose ``Content-Length`` is a digit to ``str.isdigit()`` but not to ``int()``."""
+    conn.sendall("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ²\r\n\r\n{}".encode())
+
+
 NOT_SENT = r"Could not reach Octopods at {url}: {why}, so nothing was sent\."
 OTHER_ORIGIN = {"Location": "http://127.0.0.2:9/api/v1/sms/messages/1"}
 JSON = {"Content-Type": "application/json"}
@@ -484,6 +489,14 @@ ROWS = [
         sent=Sent.MAYBE,
         what="send",
         max_seconds=TRICKLE_BOUND,
+    ),
+    # Regression: a Content-Length of "²" escaped as a bare ValueError; every failure is an OctopodsError.
+    Row(
+        "content-length-not-a-number",
+        lambda env: env.raw_server(length_not_a_number, tls=False),
+        "OctopodsTransientError",
+        r"The connection to Octopods broke during GET /api/v1/sms/messages/\d+\.",
+        sent=Sent.MAYBE,
     ),
     Row(
         "reset-mid-body",

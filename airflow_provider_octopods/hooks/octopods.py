@@ -981,6 +981,9 @@ def _requests_exchange(session: requests.Session, send: Send) -> Answer | Failed
             proxies={"http": send.proxy, "https": send.proxy} if send.proxy else {},
         )
         with response:
+            declared = response.headers.get("Content-Length", "0")
+            if not (declared.isascii() and declared.isdigit()):  # framing aiohttp refuses: refuse it too
+                return Failed(Failure.BROKEN)
             if not wants_body(response.status_code, response.headers):
                 return Answer(response.status_code, response.headers)
             body = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)

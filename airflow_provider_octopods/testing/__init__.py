@@ -12,7 +12,6 @@ Test tools: a local Octopods simulator for this provider's tests and for your ow
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,5 +36,7 @@ def __getattr__(name: str) -> Any:
     server there would slow the runs that use none of its fixtures.
     """
     if name in __all__:
-        return getattr(importlib.import_module("airflow_provider_octopods.testing.simulator"), name)
+        from airflow_provider_octopods.testing import simulator
+
+        return getattr(simulator, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
