@@ -498,3 +498,11 @@ async def test_a_bad_time_limit_names_the_argument_before_any_request(octopods_c
 
         assert (await hook.get_sms_status(message, timeout=timedelta(seconds=5))).status == "delivered"
     assert octopods_conn.request_count() == 1
+
+
+def test_httphook_run_refuses_data_that_is_not_json_before_any_request(octopods_conn):
+    before = octopods_conn.request_count()
+    with pytest.raises(OctopodsInputError, match="Invalid data: cannot be sent as JSON") as err:
+        OctopodsHook(method="POST").run("api/v1/sms/messages", data={"when": object()})
+    assert err.value.sent is None
+    assert octopods_conn.request_count() == before

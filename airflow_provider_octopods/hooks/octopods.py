@@ -548,7 +548,12 @@ def endpoint_call(
     elif isinstance(data, str | bytes):
         body = data.encode() if isinstance(data, str) else data
     elif data is not None:
-        body = json.dumps(data, separators=(",", ":")).encode()
+        try:
+            body = json.dumps(data, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as err:
+            raise OctopodsInputError(
+                "data", f"cannot be sent as JSON ({err}); give a dict, a list or text."
+            ) from None
     return Call("run", method, path, body, headers or {})
 
 
