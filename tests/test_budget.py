@@ -147,11 +147,11 @@ def test_adaptive_starts_slow_then_halves_what_it_was_sending_once_per_burst() -
         loop = asyncio.get_running_loop()
         assert budget.rate == ADAPTIVE_START_RATE
         # Knowing no limit, a fresh budget doubles its rate every second while requests queue and
-        # succeed (a slow start): 600 requests wanted at once go out in a few seconds, not 12.
+        # succeed (a slow start): 600 requests wanted at once go out faster than at its start rate.
         start = loop.time()
         await asyncio.gather(*(budget.run(lambda: asyncio.sleep(0)) for _ in range(600)))
         ramp = loop.time() - start
-        assert budget.rate > 4 * ADAPTIVE_START_RATE
+        assert budget.rate > 2 * ADAPTIVE_START_RATE
         # Three requests in flight together all get 429: one decrease, to half of what it was
         # really sending in the last second (not half of its nominal rate), not three decreases.
         sent = [await budget.acquire() for _ in range(3)]
@@ -176,7 +176,7 @@ def test_adaptive_starts_slow_then_halves_what_it_was_sending_once_per_burst() -
         return budget, ramp, [low, *rates]
 
     budget, ramp, rates = virtual_run(main)
-    assert ramp < 5.0  # 50, 100, 200, 400/s: about 4 s for 600 requests
+    assert ramp < 0.7 * 600 / ADAPTIVE_START_RATE  # doubling: 1.6 s for 600 requests at 200/s, not 3
     assert rates == sorted(rates)  # only ever up without a 429
     assert rates[0] + ADAPTIVE_INCREASE < budget.rate < rates[0] * 1.5  # growing linearly now, not doubling
 
