@@ -53,6 +53,16 @@ def _raised_by(call: Any) -> OctopodsError:
     return info.value
 
 
+def _send_and_read(hook: Any, sim: Any, reply: Any) -> tuple[OctopodsError, OctopodsError]:
+    """The errors of a send and of a status request that both meet ``reply``."""
+    message_id = sim.add_message("delivered")
+    sim.inject(reply, times=2)
+    return (
+        _raised_by(lambda: hook.send_sms("+12015550123", "hi")),
+        _raised_by(lambda: hook.get_sms_status(message_id)),
+    )
+
+
 @pytest.fixture
 def hook(octopods_conn: Any) -> Any:
     from airflow_provider_octopods.hooks.octopods import OctopodsHook
@@ -177,11 +187,7 @@ def test_an_octopods_error_wrapped_by_user_code_is_decided_on():
 def test_a_send_that_may_have_got_through_fails_and_a_read_retries(
     hook, octopods_conn, reply, on_send, on_read
 ):
-    message_id = octopods_conn.add_message("delivered")
-    octopods_conn.inject(reply, times=2)
-
-    sent = _raised_by(lambda: hook.send_sms("+12015550123", "hi"))
-    read = _raised_by(lambda: hook.get_sms_status(message_id))
+    sent, read = _send_and_read(hook, octopods_conn, reply)
 
     assert _decide(sent) == on_send
     assert _decide(read) == on_read
@@ -320,10 +326,7 @@ def test_an_error_rebuilt_from_its_dict_keeps_request_sent_and_verdict(
     hook, octopods_conn, reply, on_send, on_read
 ):
     """As a trigger event carries it to the worker: through JSON, with no traceback at all."""
-    message_id = octopods_conn.add_message("delivered")
-    octopods_conn.inject(reply, times=2)
-    sent = _raised_by(lambda: hook.send_sms("+12015550123", "hi"))
-    read = _raised_by(lambda: hook.get_sms_status(message_id))
+    sent, read = _send_and_read(hook, octopods_conn, reply)
 
     for error, request, expected in ((sent, "send", on_send), (read, "status", on_read)):
         again = error_from_dict(json.loads(json.dumps(error.to_dict())))
