@@ -187,11 +187,12 @@ class OctopodsSendSmsOperator(SendArguments, ScheduledWait, BaseOperator):
         try:
             call = self.hook.prepare_sms(self.destination_phone, self.body, **self._options())
             ledger.sending()
-            sent = self.hook.send(call)
-        except BaseException as err:
-            if getattr(err, "sent", Sent.MAYBE) in (None, Sent.NO):
-                ledger.forget()  # refused or never sent: a retry may send
-            raise  # else the mark stays: a retry must not send blindly
+            try:
+                sent = self.hook.send(call)
+            except BaseException as err:
+                if getattr(err, "sent", Sent.MAYBE) in (None, Sent.NO):
+                    ledger.forget()  # refused or never sent: a retry may send
+                raise  # else the mark stays: a retry must not send blindly
         finally:
             self.hook.close()
         self.log.info(
