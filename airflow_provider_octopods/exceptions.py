@@ -141,7 +141,10 @@ class OctopodsThrottledError(OctopodsTransientError):
 
 
 class OctopodsDeliveryError(OctopodsError, AirflowFailException):
-    """An SMS reached a terminal status other than ``delivered`` (``failed`` or ``undelivered``)."""
+    """
+    A message ended without reaching what the wait waited for (``failed``, ``undelivered``, not
+    read), or its workspace gives no id to track it and the task was told to fail then.
+    """
 
 
 class OctopodsSendUnconfirmedError(OctopodsApiError, AirflowFailException):
@@ -183,19 +186,21 @@ class OctopodsWaitAfterSendError(OctopodsError, AirflowFailException):
         self.message_id = message_id
 
     @classmethod
-    def after(cls, sent: dict[str, Any], err: BaseException) -> OctopodsWaitAfterSendError:
+    def after(cls, sent: dict[str, Any], err: BaseException, noun: str = "SMS") -> OctopodsWaitAfterSendError:
         """
-        Describe ``err``, raised after the send of ``sent`` (``SentSms.to_dict()``).
+        Describe ``err``, raised after the send of ``sent`` (``SentMessage.to_dict()``).
 
         :param sent: the send's answer.
         :param err: the failure.
+        :param noun: the channel's name of a message (``SMS``, ``WhatsApp message``).
         """
         message_id = sent.get("message_id")
         reason = (str(err) or type(err).__name__).rstrip(".")
         return cls(
-            f"SMS {message_id} was sent, then this task failed: {reason}. It is not retried, so that a "
-            f"retry cannot text the recipient twice; wait on message_id {message_id} with an "
-            "OctopodsSmsDeliverySensor, or check its status in Octopods.",
+            f"{noun} {message_id} was sent, then this task failed: {reason}. It is not retried, so that a "
+            f"retry cannot text the recipient twice; wait on message_id {message_id} with the channel's "
+            "delivery sensor (OctopodsSmsDeliverySensor, OctopodsWhatsAppDeliverySensor), or check its "
+            "status in Octopods.",
             message_id=message_id,
         )
 

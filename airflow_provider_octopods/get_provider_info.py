@@ -18,7 +18,8 @@ def get_provider_info() -> dict:
     return {
         "package-name": "airflow-provider-octopods",
         "name": "Octopods",
-        "description": "Send SMS through `Octopods <https://octopods.io>`__ and gate DAGs on their delivery.",
+        "description": "Send SMS and WhatsApp templates through `Octopods <https://octopods.io>`__ and gate "
+        "DAGs on their delivery.",
         "versions": [__version__],
         "integrations": [
             {
@@ -45,7 +46,10 @@ def get_provider_info() -> dict:
                 "python-modules": ["airflow_provider_octopods.sensors.octopods"],
             }
         ],
-        "notifications": ["airflow_provider_octopods.notifications.octopods.OctopodsSmsNotifier"],
+        "notifications": [
+            "airflow_provider_octopods.notifications.octopods.OctopodsSmsNotifier",
+            "airflow_provider_octopods.notifications.octopods.OctopodsWhatsAppNotifier",
+        ],
         "triggers": [
             {
                 "integration-name": "Octopods",
@@ -71,7 +75,7 @@ HIDDEN_FIELDS = ["login", "schema", "port"]
 RELABELING = {"password": "Channel API key", "host": "Octopods URL"}
 PLACEHOLDERS = {
     "host": "https://app.octopods.io",
-    "password": "Channel API key from Octopods (Settings > Channels > SMS)",
+    "password": "The channel's API key from Octopods (SMS or WhatsApp Business)",
     "extra": '{"timeout": 30}',
 }
 UI_FIELD_BEHAVIOUR_KEBAB = {

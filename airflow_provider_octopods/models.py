@@ -1,5 +1,8 @@
 """
-The data of the provider: what Octopods says about an SMS, parsed once for the sync and async paths.
+The data of the provider: Octopods' channels, and what Octopods says about a message, parsed once.
+
+A channel (:data:`SMS`, :data:`WHATSAPP`) is data: its paths, its connection, its table of error
+codes. Everything else (the request core, the wait, the ledger, the budget) is shared.
 
 Also the checks of user input that every kind shares (message ids, durations, deadlines), the
 arguments of a send, and the sentences that describe a failed or timed-out wait, so the poke and
@@ -35,15 +38,74 @@ UNDELIVERED = "undelivered"
 READ = "read"
 #: Octopods does not know yet; polling goes on.
 UNKNOWN = "unknown"
+#: The recipient deleted the message after delivery (WhatsApp): final, and it was delivered.
+DELETED = "deleted"
 
-#: Terminal statuses that mean the SMS reached the handset.
-DELIVERED_STATUSES: frozenset[str] = frozenset({DELIVERED, READ})
+#: Terminal statuses that mean the message reached the handset.
+DELIVERED_STATUSES: frozenset[str] = frozenset({DELIVERED, READ, DELETED})
 #: Terminal statuses that mean the SMS did not reach the handset.
 FAILED_STATUSES: frozenset[str] = frozenset({FAILED, UNDELIVERED})
 #: Polling further will not change these.
 TERMINAL_STATUSES: frozenset[str] = DELIVERED_STATUSES | FAILED_STATUSES
 #: Statuses Octopods documents; another one is logged once and treated as not final.
 KNOWN_STATUSES: frozenset[str] = TERMINAL_STATUSES | {QUEUED, SENT, UNKNOWN}
+#: What a wait may wait for: delivery (``read`` and ``deleted`` count), or a read receipt.
+WAIT_FOR = (DELIVERED, READ)
+
+#: The names of Octopods' ``error_code`` values that the request core acts on.
+KEY_REVOKED, PROVIDER_ERROR = "KEY_REVOKED", "PROVIDER_ERROR"
+
+
+@dataclass(frozen=True)
+class Channel:
+    """
+    What differs between Octopods' channels; the request core, the wait and the ledger read it.
+
+    :param name: ``sms`` or ``whatsapp``, as in trigger kwargs and XCom.
+    :param noun: how messages name one message (``SMS 4829174``).
+    :param plural: how they name several.
+    :param messages_path: the status path of a message is ``{messages_path}/{message_id}``.
+    :param conn_id: the default connection (each channel has its own key).
+    :param error_codes: Octopods' ``error_code`` table of the channel: code -> name.
+    :param listable: ``GET {messages_path}`` lists the newest sends (a batch wait reads it).
+    """
+
+    name: str
+    noun: str
+    plural: str
+    messages_path: str
+    conn_id: str
+    error_codes: Mapping[int, str]
+    listable: bool = False
+
+
+SMS = Channel(
+    "sms",
+    "SMS",
+    "SMS",
+    "/api/v1/sms/messages",
+    "octopods_default",
+    {1: "ARGUMENT_MISSING", 2: "EMPTY_BODY", 3: "PHONE_INVALID", 4: PROVIDER_ERROR, 5: KEY_REVOKED},
+)
+WHATSAPP = Channel(
+    "whatsapp",
+    "WhatsApp message",
+    "WhatsApp messages",
+    "/api/v1/whatsapp/messages",
+    "octopods_whatsapp_default",
+    {1: "ARGUMENT_MISSING", 5: "PHONE_INVALID", 6: KEY_REVOKED, 8: "INVALID_HEADER", 9: "VARIABLES_SHAPE"},
+    listable=True,
+)
+CHANNELS = {channel.name: channel for channel in (SMS, WHATSAPP)}
+
+
+def parse_wait_for(value: Any, field: str = "wait_for") -> str:
+    """Return ``delivered`` or ``read`` (any case), or raise naming the field."""
+    word = value.strip().lower() if isinstance(value, str) else value
+    if word not in WAIT_FOR:
+        raise OctopodsInputError(field, f"got {value!r:.40}; pass 'delivered' or 'read'.")
+    return str(word)
+
 
 #: The largest message id accepted (a signed 64-bit integer), so an id always fits in a path.
 MAX_MESSAGE_ID = 2**63 - 1
@@ -99,7 +161,7 @@ def deadline(value: Any, field: str = "end_time") -> float | None:
     return float(value)
 
 
-def _literal(text: str) -> Any:
+def parse_literal(text: str) -> Any:
     """Return the Python or JSON literal a rendered template holds (``"['1', '2']"``), else ``text``."""
     if text[:1] in "[({" and len(text) <= MAX_RENDERED_LENGTH:
         try:
@@ -120,10 +182,16 @@ def validate_message_id(value: Any, field: str = "message_id") -> int:
     :param value: the message id to check.
     :param field: the argument's name, for the error message.
     """
-    hint = "pass the integer message_id returned when the SMS was sent (e.g. 4829174)"
+    hint = "pass the integer message_id returned when the message was sent (e.g. 4829174)"
     if isinstance(value, str) and value.strip().startswith("{"):
-        value = _literal(value.strip())
+        value = parse_literal(value.strip())
     if isinstance(value, Mapping) and "message_id" in value:
+        if value["message_id"] is None:
+            raise OctopodsInputError(
+                field,
+                f"the send (request_id {value.get('request_id')}) has no message_id: this Octopods "
+                "workspace gives no id to track, so its delivery cannot be waited on.",
+            )
         value = value["message_id"]
     if isinstance(value, bool):
         raise OctopodsInputError(field, f"got a boolean ({value!r}); {hint}.")
@@ -159,7 +227,7 @@ def validate_message_ids(values: Any, field: str = "message_ids") -> list[int]:
     :param field: the argument's name, for the error message.
     """
     if isinstance(values, str):
-        values = _literal(values.strip())
+        values = parse_literal(values.strip())
     if isinstance(values, str):
         text = values.strip().removeprefix("[").removesuffix("]")
         items: Iterable[Any] = [part for part in (p.strip() for p in text.split(",")) if part]
@@ -230,7 +298,7 @@ def _malformed(what: str, request_id: Any = None, answer: str = "status") -> Oct
 
 class _StatusIn:
     """
-    A read-only attribute of :class:`SmsStatus`: whether its ``status`` is one of ``statuses``.
+    A read-only attribute of :class:`MessageStatus`: whether its ``status`` is one of ``statuses``.
 
     Each such attribute is documented by the string after its assignment, as any attribute.
 
@@ -241,27 +309,45 @@ class _StatusIn:
         self.statuses = statuses
 
     @overload
-    def __get__(self, sms: None, owner: type[SmsStatus]) -> _StatusIn: ...
+    def __get__(self, message: None, owner: type[MessageStatus]) -> _StatusIn: ...
     @overload
-    def __get__(self, sms: SmsStatus, owner: type[SmsStatus] | None = None) -> bool: ...
-    def __get__(self, sms: SmsStatus | None, owner: type[SmsStatus] | None = None) -> _StatusIn | bool:
-        return self if sms is None else sms.status in self.statuses
+    def __get__(self, message: MessageStatus, owner: type[MessageStatus] | None = None) -> bool: ...
+    def __get__(
+        self, message: MessageStatus | None, owner: type[MessageStatus] | None = None
+    ) -> _StatusIn | bool:
+        return self if message is None else message.status in self.statuses
+
+
+def _time_text(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _reason(value: Any) -> str | None:
+    """Octopods' ``failure_reason``: text, or ``{"code", "title"}`` (the list's second shape), or none."""
+    if isinstance(value, Mapping):
+        title, code = value.get("title"), value.get("code")
+        return f"{title} (code {code})" if title and code is not None else _optional_str(title or code)
+    return _optional_str(value) or None
 
 
 @dataclass(frozen=True)
-class SmsStatus:
+class MessageStatus:
     """
-    The status of one SMS, as Octopods reports it.
+    The status of one message (an SMS or a WhatsApp message), as Octopods reports it.
 
     :param message_id: the message id.
     :param status: the status, lower-cased (``queued``, ``sent``, ``unknown``, ``delivered``,
-        ``read``, ``failed``, ``undelivered``, or a value Octopods added later).
+        ``read``, ``deleted``, ``failed``, ``undelivered``, or a value Octopods added later).
     :param phone_number: the destination number.
-    :param sent_at: when the SMS provider handed the message to the network, if it did.
-    :param delivered_at: when the carrier confirmed delivery, if it did.
-    :param failure_reason: Octopods' reason, verbatim, when the status is a failure (its
+    :param sent_at: when the message was handed to the network, if it was.
+    :param delivered_at: when delivery was confirmed, if it was.
+    :param failure_reason: Octopods' reason, verbatim, only when the status is a failure (its
         ``failure_reason``, else its ``status_message``).
     :param request_id: Octopods' id of the request that returned this status.
+    :param read_at: when the recipient read it, if Octopods says.
+    :param status_message: Octopods' text about the status (any status), verbatim.
+    :param channel: the channel's name (``sms``, ``whatsapp``).
+    :param template_id: the WhatsApp template sent, when known.
     """
 
     message_id: int
@@ -271,27 +357,35 @@ class SmsStatus:
     delivered_at: datetime | None = None
     failure_reason: str | None = None
     request_id: str | None = None
+    read_at: datetime | None = None
+    status_message: str | None = None
+    channel: str = SMS.name
+    template_id: int | None = None
 
     is_terminal = _StatusIn(TERMINAL_STATUSES)
-    """Whether polling further cannot change the status."""
+    """Whether polling further cannot change whether it was delivered."""
     is_delivered = _StatusIn(DELIVERED_STATUSES)
-    """Whether the carrier confirmed delivery (``delivered``, or ``read``)."""
+    """Whether delivery was confirmed (``delivered``, ``read`` or ``deleted``)."""
     is_failed = _StatusIn(FAILED_STATUSES)
-    """Whether the SMS ended without reaching the handset."""
+    """Whether the message ended without reaching the handset."""
     is_known = _StatusIn(KNOWN_STATUSES)
     """Whether the status is one Octopods documents."""
 
     @classmethod
-    def from_api(cls, payload: Any, expected_message_id: int | None = None) -> SmsStatus:
+    def from_api(
+        cls, payload: Any, expected_message_id: int | None = None, channel: Channel = SMS
+    ) -> MessageStatus:
         """
-        Parse the JSON body of ``GET /api/v1/sms/messages/:message_id``.
+        Parse the JSON body of ``GET {messages_path}/:message_id`` (either documented shape).
 
-        A body that is not an object, lacks ``status`` or carries the wrong types raises
-        :class:`OctopodsTransientError` (treated like any transient trouble: ask again), never a
-        ``KeyError`` or ``TypeError``.
+        A body that is not an object, lacks ``status``, carries the wrong types or another
+        message's id raises :class:`OctopodsTransientError` (treated like any transient trouble:
+        ask again), never a ``KeyError`` or ``TypeError``. ``last_updated`` stands for the time of
+        delivery or read when the answer gives no other.
 
         :param payload: the decoded JSON body.
         :param expected_message_id: the id that was asked for; used when the body omits it.
+        :param channel: the channel asked.
         """
         if not isinstance(payload, dict):
             raise _malformed(f"expected a JSON object, got {type(payload).__name__}")
@@ -308,32 +402,80 @@ class SmsStatus:
             raise _malformed(f"message_id {raw_id!r:.30}", request_id) from None
         if expected_message_id is not None and message_id != expected_message_id:
             raise _malformed(f"asked for {expected_message_id}, answered {message_id}", request_id)
+        word = status.strip().lower()
+        updated = _parse_time(payload.get("last_updated"), "last_updated")
+        said = _optional_str(payload.get("status_message")) or None
         return cls(
             message_id=message_id,
-            status=status.strip().lower(),
+            status=word,
             phone_number=_optional_str(payload.get("phone_number")),
             sent_at=_parse_time(payload.get("sent_at"), "sent_at"),
-            delivered_at=_parse_time(payload.get("delivered_at"), "delivered_at"),
-            failure_reason=_optional_str(payload.get("failure_reason") or payload.get("status_message")),
+            delivered_at=_parse_time(payload.get("delivered_at"), "delivered_at")
+            or (updated if word == DELIVERED else None),
+            failure_reason=(_reason(payload.get("failure_reason")) or said)
+            if word in FAILED_STATUSES
+            else None,
             request_id=_optional_str(request_id),
+            read_at=_parse_time(payload.get("read_at"), "read_at") or (updated if word == READ else None),
+            status_message=said,
+            channel=channel.name,
+        )
+
+    @classmethod
+    def from_list_item(cls, item: Any, channel: Channel) -> MessageStatus | None:
+        """
+        Parse one item of ``GET {messages_path}`` (either documented shape), or None if unusable.
+
+        An item without a status or a message id (shape 2 names it ``channel_message_id``) is
+        skipped, never guessed: its message is then asked for by id.
+
+        :param item: one element of the list.
+        :param channel: the channel listed.
+        """
+        if not isinstance(item, dict):
+            return None
+        nested = item.get("message_status")
+        fields = nested if isinstance(nested, dict) else item
+        status = fields.get("message_status") if isinstance(nested, dict) else item.get("status")
+        raw_id = fields.get("channel_message_id") if isinstance(nested, dict) else item.get("message_id")
+        if not isinstance(status, str) or not status.strip() or isinstance(raw_id, bool):
+            return None
+        try:
+            message_id = validate_message_id(raw_id)
+        except OctopodsInputError:
+            return None
+        word = status.strip().lower()
+        return cls(
+            message_id=message_id,
+            status=word,
+            phone_number=_optional_str(item.get("phone_number") or item.get("user_phone_number")),
+            sent_at=_parse_time(item.get("sent_at") or item.get("created_at"), "sent_at"),
+            failure_reason=_reason(fields.get("failure_reason")) if word in FAILED_STATUSES else None,
+            channel=channel.name,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """Return JSON-safe values (timestamps as ISO-8601 strings) for XCom and trigger events."""
-        return {
+        data = {
             "message_id": self.message_id,
             "status": self.status,
             "phone_number": self.phone_number,
-            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
-            "delivered_at": self.delivered_at.isoformat() if self.delivered_at else None,
+            "sent_at": _time_text(self.sent_at),
+            "delivered_at": _time_text(self.delivered_at),
+            "read_at": _time_text(self.read_at),
             "failure_reason": self.failure_reason,
+            "status_message": self.status_message,
             "request_id": self.request_id,
+            "channel": self.channel,
         }
+        if self.channel == WHATSAPP.name:
+            data["template_id"] = self.template_id
+        return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SmsStatus:
+    def from_dict(cls, data: Mapping[str, Any]) -> MessageStatus:
         """
-        Rebuild a status from :meth:`to_dict`.
+        Rebuild a status from :meth:`to_dict` (of any version of this provider).
 
         :param data: the dictionary made by ``to_dict``.
         """
@@ -345,52 +487,103 @@ class SmsStatus:
             delivered_at=_parse_time(data.get("delivered_at"), "delivered_at"),
             failure_reason=data.get("failure_reason"),
             request_id=data.get("request_id"),
+            read_at=_parse_time(data.get("read_at"), "read_at"),
+            status_message=data.get("status_message"),
+            channel=str(data.get("channel") or SMS.name),
+            template_id=data.get("template_id"),
         )
+
+    @property
+    def noun(self) -> str:
+        """How messages name this one: ``SMS 4829174``, ``WhatsApp message 4829174``."""
+        return f"{CHANNELS[self.channel].noun if self.channel in CHANNELS else 'Message'} {self.message_id}"
 
     def describe(self) -> str:
         """One line for logs and error messages."""
-        text = f"SMS {self.message_id}: {self.status}"
+        text = f"{self.noun}: {self.status}"
         if self.failure_reason:
             text += f": {self.failure_reason}"
         return text
 
 
-@dataclass(frozen=True)
-class SentSms:
-    """The answer of ``POST /api/v1/sms/messages``, with what the hook knows of the send."""
+#: The name of 0.1: every status is a :class:`MessageStatus`.
+SmsStatus = MessageStatus
 
-    message_id: int
-    """The id to poll the status with."""
+
+def reached(status: MessageStatus, wait_for: str = DELIVERED) -> bool | None:
+    """
+    Whether ``status`` reached what a wait waits for: True, False (it never will), None (not yet).
+
+    The one rule of when a wait ends. Waiting for ``delivered``, ``delivered``, ``read`` and
+    ``deleted`` succeed. Waiting for ``read``, only ``read`` does; ``delivered`` is not final, and
+    ``deleted`` is final: read if Octopods gives a ``read_at``, else never read. A failure is final.
+
+    :param status: the status seen.
+    :param wait_for: ``delivered`` or ``read``.
+    """
+    if status.is_failed:
+        return False
+    if wait_for != READ:
+        return True if status.is_delivered else None
+    if status.status == DELETED:
+        return status.read_at is not None
+    return True if status.status == READ else None
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """The answer to a send (SMS or WhatsApp template), with what the hook knows of the send."""
+
+    message_id: int | None
+    """The id to poll the status with; None when the workspace gives none (HubSpot workspaces)."""
     request_id: str | None = None
     """Octopods' id of the send request."""
     channel_message_id: str | None = None
-    """The id of the message in the SMS channel."""
+    """The id of the message in the channel."""
     destination_phone: str | None = None
-    """The number the SMS was sent to, in E.164 form (set by the hook)."""
+    """The number the message was sent to, in E.164 form (set by the hook)."""
     encoding: str | None = None
-    """``GSM-7`` or ``UCS-2`` (set by the hook)."""
+    """SMS: ``GSM-7`` or ``UCS-2`` (set by the hook)."""
     segments: int | None = None
-    """How many SMS segments the text took (set by the hook)."""
+    """SMS: how many segments the text took (set by the hook)."""
+    template_id: int | None = None
+    """WhatsApp: the template sent (set by the hook)."""
+    channel: str = SMS.name
+    """The channel's name."""
 
     @classmethod
-    def from_api(cls, payload: Any) -> SentSms:
+    def from_api(cls, payload: Any) -> SentMessage:
         """
         Parse the JSON body of a ``201`` answer to a send.
+
+        An answer with a ``request_id`` and no ``message_id`` (null or absent) is a confirmed send
+        that cannot be tracked (Octopods' pages show it for HubSpot workspaces), not a malformed one.
 
         :param payload: the decoded JSON body.
         """
         if not isinstance(payload, dict):
             raise _malformed(f"expected a JSON object, got {type(payload).__name__}", answer="send")
-        raw_id = payload.get("message_id")
-        try:
-            message_id = validate_message_id(raw_id)
-        except OctopodsInputError:
-            raise _malformed(f"message_id {raw_id!r:.30}", payload.get("request_id"), "send") from None
+        raw_id, request_id = payload.get("message_id"), payload.get("request_id")
+        message_id = None
+        if raw_id is not None or not isinstance(request_id, str) or not request_id:
+            try:
+                message_id = validate_message_id(raw_id)
+            except OctopodsInputError:
+                raise _malformed(f"message_id {raw_id!r:.30}", request_id, "send") from None
         return cls(
             message_id=message_id,
-            request_id=_optional_str(payload.get("request_id")),
+            request_id=_optional_str(request_id),
             channel_message_id=_optional_str(payload.get("channel_message_id")),
         )
+
+    @property
+    def noun(self) -> str:
+        """``SMS 4829174 to +12015550123``; ``the SMS to +12015550123`` when it has no id."""
+        noun, to = (
+            CHANNELS[self.channel].noun,
+            f" to {self.destination_phone}" if self.destination_phone else "",
+        )
+        return f"{noun} {self.message_id}{to}" if self.message_id else f"the {noun}{to}"
 
     def to_dict(self) -> dict[str, Any]:
         """Return JSON-safe values for XCom (the send's facts only when the hook set them)."""
@@ -403,54 +596,78 @@ class SentSms:
             "destination_phone": self.destination_phone,
             "encoding": self.encoding,
             "segments": self.segments,
+            "template_id": self.template_id,
         }
         data.update({key: value for key, value in facts.items() if value is not None})
+        if self.channel != SMS.name:
+            data["channel"] = self.channel
         return data
 
 
-def failure_message(statuses: Sequence[SmsStatus]) -> str | None:
-    """
-    Describe the failed deliveries among ``statuses``, or return None when none failed.
+#: The name of 0.1: every send's answer is a :class:`SentMessage`.
+SentSms = SentMessage
 
-    The text holds each failed message's id, status and Octopods' ``failure_reason`` verbatim.
 
-    :param statuses: terminal statuses.
+def failure_message(statuses: Sequence[MessageStatus], wait_for: str = DELIVERED) -> str | None:
     """
-    failed = [s for s in statuses if s.is_failed]
+    Describe the messages among ``statuses`` that did not reach ``wait_for``, or return None.
+
+    The text holds each message's id, status and Octopods' ``failure_reason`` verbatim.
+
+    :param statuses: final statuses.
+    :param wait_for: what the wait waited for.
+    """
+    failed = [s for s in statuses if reached(s, wait_for) is False]
     if not failed:
         return None
     lines = [
-        f"SMS {s.message_id} was not delivered: status '{s.status}', "
+        f"{s.noun} was not delivered: status '{s.status}', "
         f"failure_reason: {s.failure_reason or 'none given by Octopods'}"
+        if s.is_failed
+        else f"{s.noun} was {_delivered_when(s)}, then deleted by the recipient without a read receipt."
         for s in failed
     ]
     if len(statuses) > 1:
-        lines.insert(0, f"{len(failed)} of {len(statuses)} SMS were not delivered.")
+        plural = CHANNELS.get(statuses[0].channel, SMS).plural
+        lines.insert(0, f"{len(failed)} of {len(statuses)} {plural} were not {wait_for}.")
     return "\n".join(lines)
+
+
+def _delivered_when(status: MessageStatus) -> str:
+    when = status.delivered_at.isoformat() if status.delivered_at else "a time Octopods did not report"
+    return f"delivered at {when}"
 
 
 def timeout_message(
     message_ids: Sequence[int],
-    last_seen: Mapping[int, SmsStatus],
+    last_seen: Mapping[int, MessageStatus],
     timeout: float | None,
     last_error: str | None = None,
+    wait_for: str = DELIVERED,
+    noun: str = SMS.noun,
 ) -> str:
     """
     Describe a wait that passed its deadline, naming the last status seen of each pending message.
 
-    :param message_ids: the ids still not terminal.
+    :param message_ids: the ids still not final.
     :param last_seen: the last status seen for each id (missing when none was seen).
     :param timeout: the wait's timeout in seconds, if known.
     :param last_error: the last transient error, if the last poll failed.
+    :param wait_for: what the wait waited for.
+    :param noun: how to name a message whose status was never seen.
     """
     waited = f" after {timeout:g} s" if timeout is not None else ""
     parts = []
     for message_id in message_ids:
         seen = last_seen.get(message_id)
-        parts.append(
-            f"SMS {message_id}: last status '{seen.status}'" if seen else f"SMS {message_id}: no status seen"
-        )
-    text = f"Timed out{waited} waiting for delivery. " + "; ".join(parts) + "."
+        if seen is None:
+            parts.append(f"{noun} {message_id}: no status seen")
+        elif wait_for == READ and seen.is_delivered:
+            parts.append(f"{seen.noun} was {_delivered_when(seen)} and not read")
+        else:
+            parts.append(f"{seen.noun}: last status '{seen.status}'")
+    goal = "a read receipt" if wait_for == READ else "delivery"
+    text = f"Timed out{waited} waiting for {goal}. " + "; ".join(parts) + "."
     if last_error:
         text += f" Last error: {last_error}"
     return text

@@ -524,7 +524,7 @@ async def test_a_queued_poll_keeps_its_place_past_the_request_timeout_but_not_pa
                 outcomes = await asyncio.gather(
                     *(hook.get_sms_status(i, timeout=1.2) for i in late), return_exceptions=True
                 )
-    assert [type(o).__name__ for o in outcomes] == ["SmsStatus"] * 3 + ["OctopodsThrottledError"]
+    assert [type(o).__name__ for o in outcomes] == ["MessageStatus"] * 3 + ["OctopodsThrottledError"]
     throttled = outcomes[3]
     assert isinstance(throttled, OctopodsTransientError) and throttled.request_sent is False
     assert throttled.sent is Sent.NO and throttled.request == "status"

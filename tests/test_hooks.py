@@ -160,7 +160,7 @@ def test_revoked_key_raises_auth_error_once(octopods_conn):
 def test_test_connection_good_and_bad_key(octopods_conn, monkeypatch):
     ok, message = OctopodsHook().test_connection()
     assert ok, message
-    assert "accepted the Channel API key" in message
+    assert "accepted the SMS channel's API key" in message
     assert octopods_conn.request_count() == 1  # the probe, answered HTTP 400 with an error_code
 
     monkeypatch.setenv(

@@ -351,7 +351,15 @@ def test_an_unknown_message_says_what_to_check():
 
 
 @pytest.mark.parametrize(
-    "raw", [body({"request_id": "r1"}), body([1]), body({"message_id": "x"}), b"<html>ok</html>"]
+    "raw",
+    [
+        body({}),
+        body({"request_id": ""}),
+        body({"message_id": None}),
+        body([1]),
+        body({"message_id": "x", "request_id": "r1"}),
+        b"<html>ok</html>",
+    ],
 )
 def test_a_success_answer_to_a_send_that_is_not_octopods_shape_may_have_sent_it(raw):
     from airflow_provider_octopods.exceptions import OctopodsSendUnconfirmedError
@@ -361,6 +369,18 @@ def test_a_success_answer_to_a_send_that_is_not_octopods_shape_may_have_sent_it(
     with pytest.raises(OctopodsSendUnconfirmedError, match="may have been sent") as err:
         interpret(201, raw, call=call)
     assert (err.value.request, err.value.sent, err.value.request_sent) == ("send", Sent.MAYBE, True)
+
+
+@pytest.mark.parametrize("message_id", [None, "absent"])
+def test_a_send_answered_with_a_request_id_and_no_message_id_is_a_confirmed_untrackable_send(message_id):
+    # Octopods' SMS pages show HubSpot workspaces answering 201 without ids: sent, never "maybe".
+    from airflow_provider_octopods.hooks.octopods import send_call
+
+    call, _ = send_call("+12015550123", "Your code is 123456", ApiSettings(DEFAULT_HOST, key="k"))
+    answer = {"request_id": "r1"} if message_id == "absent" else {"request_id": "r1", "message_id": None}
+    sent = interpret(201, body(answer), call=call)
+    assert (sent.message_id, sent.request_id, sent.destination_phone) == (None, "r1", "+12015550123")
+    assert sent.to_dict()["message_id"] is None and sent.to_dict()["request_id"] == "r1"
 
 
 @pytest.mark.parametrize("where", ["error", "message", "request_id"])

@@ -139,7 +139,7 @@ def test_message_id_rejects_anything_else_naming_the_field(value):
         validate_message_id(value)
 
     assert err.value.field == "message_id"
-    assert "message_id returned when the SMS was sent" in str(err.value)
+    assert "message_id returned when the message was sent" in str(err.value)
 
 
 @pytest.mark.parametrize(

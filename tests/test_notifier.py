@@ -195,7 +195,7 @@ def test_a_number_with_a_trailing_newline_is_still_texted(octopods_conn, capfd, 
     assert _bodies(octopods_conn) == {"+12015550123": "down"}
     output = _output(capfd, caplog)
     assert NOT_SENT not in output
-    assert "message 4829174 to +12015550123 (GSM-7, 1 segment(s))" in output
+    assert "Sent the Octopods SMS notification: SMS 4829174 to +12015550123 (request_id" in output
 
 
 def test_a_national_number_uses_the_notifier_or_connection_region(octopods_conn, monkeypatch, capfd, caplog):

@@ -330,7 +330,7 @@ def test_example_dags_parse_with_their_docs_markers(dag_id):
     [
         (Reset(), "The connection to Octopods broke during POST /api/v1/sms/messages."),
         (Hang(5), "Octopods did not answer POST /api/v1/sms/messages within 0.5 s."),
-        (Reply(201, {"request_id": "req-1"}), "malformed"),
+        (Reply(201, {"request_id": "req-1", "message_id": "not-an-id"}), "malformed"),
     ],
     ids=["broken-connection", "no-answer", "unreadable-success"],
 )
@@ -494,16 +494,16 @@ def test_a_crashed_trigger_is_retried_by_resuming_the_wait(octopods_conn, capfd,
     """Deferrable: the trigger's first poll crashes, the task fails that try; the retry resumes."""
     from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
 
-    real = OctopodsAsyncHook.get_sms_status
+    real = OctopodsAsyncHook.get_message_status
     crashes = []
 
-    async def crash_once(self, message_id, timeout=None):
+    async def crash_once(self, message_id, timeout=None, channel=None):
         if not crashes:
             crashes.append(message_id)
             raise RuntimeError("a bug in the status parser")
-        return await real(self, message_id, timeout=timeout)
+        return await real(self, message_id, timeout, channel)
 
-    monkeypatch.setattr(OctopodsAsyncHook, "get_sms_status", crash_once)
+    monkeypatch.setattr(OctopodsAsyncHook, "get_message_status", crash_once)
     conf = {"destination_phone": "+12015550123"}
 
     results, output = run_dag("octopods_test_send_and_wait_cut_deferrable", conf, capfd, caplog)

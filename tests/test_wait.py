@@ -256,7 +256,7 @@ def test_engine_warns_once_per_unknown_status():
     first = engine.feed([_status(1, "scheduled"), _status(2, "scheduled")], now=0.0)
     second = engine.feed([_status(1, "scheduled"), _status(2, "paused")], now=2.0)
     warnings = [args for level, _, args in first.logs + second.logs if level == logging.WARNING]
-    assert warnings == [(1, "scheduled"), (2, "paused")]
+    assert warnings == [("SMS 1", "scheduled"), ("SMS 2", "paused")]
 
 
 def test_engine_logs_at_info_on_change_and_at_debug_otherwise():
@@ -325,7 +325,7 @@ def test_a_trigger_serialized_by_0_1_0_deserializes():
     }
     classpath, again = OctopodsSmsDeliveryTrigger(**kwargs).serialize()
     assert classpath == "airflow_provider_octopods.triggers.octopods.OctopodsSmsDeliveryTrigger"
-    assert again == kwargs
+    assert again == {**kwargs, "wait_for": "delivered"}  # 0.2 adds what it waits for
 
 
 # -- status variants ------------------------------------------------------------------------------

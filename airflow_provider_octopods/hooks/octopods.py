@@ -55,7 +55,14 @@ from airflow_provider_octopods.exceptions import (
     Sent,
 )
 from airflow_provider_octopods.models import (
+    KEY_REVOKED,
+    PROVIDER_ERROR,
+    SMS,
+    WHATSAPP,
+    Channel,
+    MessageStatus,
     SendOptions,
+    SentMessage,
     SentSms,
     SmsStatus,
     seconds,
@@ -71,15 +78,27 @@ from airflow_provider_octopods.utils.budget import (
 )
 from airflow_provider_octopods.utils.phone import normalize_phone, parse_region, parse_strict
 from airflow_provider_octopods.utils.segments import check_body, parse_max_segments, ucs2_culprit
+from airflow_provider_octopods.utils.templates import (
+    WhatsAppTemplate,
+    attachment_url,
+    check_template,
+    message_variables,
+    parse_templates,
+    template_id_of,
+)
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
-__all__ = ["OctopodsAsyncHook", "OctopodsHook", "SentSms", "SmsStatus"]
+__all__ = ["MessageStatus", "OctopodsAsyncHook", "OctopodsHook", "SentMessage", "SentSms", "SmsStatus"]
 
 AUTH_HEADER = "X-Octopods-Auth"
 DEFAULT_HOST = "https://app.octopods.io"
-SEND_PATH = "/api/v1/sms/messages"
+SEND_PATH = SMS.messages_path
+#: WhatsApp's templates; ``{TEMPLATES_PATH}/{template_id}/messages`` sends one.
+TEMPLATES_PATH = "/api/v1/whatsapp/templates"
+#: The most messages one list answer holds (Octopods caps ``limit`` there and documents no pagination).
+LIST_LIMIT = 100
 USER_AGENT = f"airflow-provider-octopods/{__version__}"
 #: Seconds to open a TCP (and TLS) connection.
 CONNECT_TIMEOUT = 10.0
@@ -92,8 +111,6 @@ MAX_REDIRECTS = 3
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 #: HTTP statuses by which a server says it did not process the request: repeating it is safe.
 NOT_PROCESSED_STATUSES = frozenset({408, 425, 429})
-#: ``error_code`` of a key that was rotated or revoked, and of a failure of Octopods' SMS provider.
-ERROR_CODE_KEY_REVOKED, ERROR_CODE_PROVIDER_ERROR = 5, 4
 #: The message id the connection test asks about: no message has it, so a valid key gets a 400.
 PROBE_MESSAGE_ID = 0
 #: What stands for the key in any text a server sends back.
@@ -416,6 +433,7 @@ class Call:
     :param within: the caller's own limit in seconds (a trigger's time left), if less than the
         connection's ``timeout``; any wait for the key's request budget counts against it.
     :param subject: what the call is about, for messages (``SMS 4829174``).
+    :param channel: the channel whose rules apply (its error codes, its noun).
     """
 
     request: str
@@ -426,6 +444,7 @@ class Call:
     parse: Callable[[Any], Any] | None = None
     within: float | None = None
     subject: str = ""
+    channel: Channel = SMS
 
     def error(self, cls: type[OctopodsError], message: str, sent: Sent, **facts: Any) -> OctopodsError:
         """
@@ -437,8 +456,8 @@ class Call:
         if self.request == "send" and sent is Sent.MAYBE:
             cls = OctopodsSendUnconfirmedError
             message += (
-                " The SMS may have been sent: it is not sent again, so that a retry cannot text the "
-                "recipient twice. Check in Octopods whether it went out before sending it again (or "
+                f" The {self.channel.noun} may have been sent: it is not sent again, so that a retry cannot "
+                "text the recipient twice. Check in Octopods whether it went out before sending it again (or "
                 "clearing the task that sent it)."
             )
         if not issubclass(cls, OctopodsApiError):
@@ -446,21 +465,86 @@ class Call:
         return cls(message, request=self.request, sent=sent, **facts)
 
 
-def status_call(message_id: int | str, timeout: float | timedelta | None = None) -> Call:
+def _within(timeout: float | timedelta | None) -> float | None:
+    return None if timeout is None else seconds(timeout, "timeout")
+
+
+def status_call(
+    message_id: int | str, timeout: float | timedelta | None = None, channel: Channel = SMS
+) -> Call:
     """
     Validate a message id (and a time limit) and return the call of its status.
 
     :param message_id: the message's id.
     :param timeout: the most seconds (or a timedelta) the request may take, or None.
+    :param channel: the channel that sent it.
     """
     number = validate_message_id(message_id)
     return Call(
         "status",
         "GET",
-        f"{SEND_PATH}/{number}",
-        parse=lambda body: SmsStatus.from_api(body, expected_message_id=number),
-        within=None if timeout is None else seconds(timeout, "timeout"),
-        subject=f"SMS {number}",
+        f"{channel.messages_path}/{number}",
+        parse=lambda body: MessageStatus.from_api(body, number, channel),
+        within=_within(timeout),
+        subject=f"{channel.noun} {number}",
+        channel=channel,
+    )
+
+
+def list_call(
+    channel: Channel = WHATSAPP, limit: int = LIST_LIMIT, timeout: float | timedelta | None = None
+) -> Call:
+    """
+    Return the call of the channel's newest sends: ``{message_id: MessageStatus}``, newest first.
+
+    Either documented answer (``{"messages": [...]}`` or a bare array) is read; an item without a
+    status or a usable id is left out (:meth:`MessageStatus.from_list_item`), and an id listed
+    twice keeps its first (newest) item.
+
+    :param channel: a channel that lists (``listable``).
+    :param limit: how many, 1 to :data:`LIST_LIMIT`.
+    :param timeout: the most seconds the request may take, or None.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= LIST_LIMIT:
+        raise OctopodsInputError("limit", f"got {limit!r:.20}; pass a number from 1 to {LIST_LIMIT}.")
+
+    def parse(payload: Any) -> dict[int, MessageStatus]:
+        items = payload.get("messages") if isinstance(payload, dict) else payload
+        if not isinstance(items, list):
+            raise OctopodsTransientError("Octopods sent a malformed list answer (no list of messages).")
+        listed: dict[int, MessageStatus] = {}
+        for item in items:
+            status = MessageStatus.from_list_item(item, channel)
+            if status is not None:
+                listed.setdefault(status.message_id, status)
+        return listed
+
+    return Call(
+        "list",
+        "GET",
+        f"{channel.messages_path}?limit={limit}",
+        parse=parse,
+        within=_within(timeout),
+        channel=channel,
+    )
+
+
+def templates_call(active: bool | None = None, lang: str | None = None) -> Call:
+    """
+    Return the call of the WhatsApp templates of the key (a list of :class:`WhatsAppTemplate`).
+
+    :param active: only active (True) or inactive (False) templates; None: all.
+    :param lang: only templates in this ISO 639-1 language, e.g. ``en``.
+    """
+    query = {"active": None if active is None else str(bool(active)).lower(), "lang": lang}
+    text = urlencode({k: v for k, v in query.items() if v is not None})
+    return Call(
+        "templates",
+        "GET",
+        TEMPLATES_PATH + (f"?{text}" if text else ""),
+        parse=parse_templates,
+        subject="the WhatsApp templates",
+        channel=WHATSAPP,
     )
 
 
@@ -479,32 +563,18 @@ def send_call(
     :param settings: the connection's settings.
     :param options: the optional arguments (:class:`~airflow_provider_octopods.models.SendOptions`).
     """
-    region = options.get("default_region")
-    strict = options.get("strict_numbers")
-    phone = normalize_phone(
-        destination_phone,
-        default_region=settings.default_region if region is None else parse_region(region),
-        strict=settings.strict_numbers if strict is None else parse_strict(strict),
-    )
+    phone, payload = _recipient(destination_phone, settings, options)
     cost = check_body(body, max_segments=parse_max_segments(options.get("max_segments")))
-    payload: dict[str, Any] = {"destination_phone": phone, "body": body}
-    if options.get("destination_user_name") is not None:
-        payload["destination_user_name"] = str(options["destination_user_name"])
-    if options.get("open_intercom_conversation") is not None:
-        payload["open_intercom_conversation"] = bool(options["open_intercom_conversation"])
-    if options.get("intercom_teammate_id") is not None:
-        payload["intercom_teammate_id"] = options["intercom_teammate_id"]
-    try:
-        encoded = json.dumps(payload, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as err:
-        raise OctopodsInputError("intercom_teammate_id", f"cannot be sent as JSON ({err}).") from None
     call = Call(
         "send",
         "POST",
         SEND_PATH,
-        encoded,
+        _json({**payload, "body": body}),
         parse=lambda answer: dataclasses.replace(
-            SentSms.from_api(answer), destination_phone=phone, encoding=cost.encoding, segments=cost.segments
+            SentMessage.from_api(answer),
+            destination_phone=phone,
+            encoding=cost.encoding,
+            segments=cost.segments,
         ),
         subject=f"the SMS to {phone}",
     )
@@ -517,6 +587,75 @@ def send_call(
             f"{position}: it costs {cost.segments} segments instead of {gsm7.segments} in GSM-7."
         )
     return call, warning
+
+
+def _recipient(
+    destination_phone: str, settings: ApiSettings, options: SendOptions
+) -> tuple[str, dict[str, Any]]:
+    """The number in E.164 form, and the fields of a send's payload that every channel shares."""
+    region, strict = options.get("default_region"), options.get("strict_numbers")
+    phone = normalize_phone(
+        destination_phone,
+        default_region=settings.default_region if region is None else parse_region(region),
+        strict=settings.strict_numbers if strict is None else parse_strict(strict),
+    )
+    payload: dict[str, Any] = {"destination_phone": phone}
+    if options.get("destination_user_name") is not None:
+        payload["destination_user_name"] = str(options["destination_user_name"])
+    if options.get("open_intercom_conversation") is not None:
+        payload["open_intercom_conversation"] = bool(options["open_intercom_conversation"])
+    if options.get("intercom_teammate_id") is not None:
+        payload["intercom_teammate_id"] = options["intercom_teammate_id"]
+    return phone, payload
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(payload, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as err:
+        raise OctopodsInputError("intercom_teammate_id", f"cannot be sent as JSON ({err}).") from None
+
+
+def whatsapp_call(
+    template_id: int | str,
+    destination_phone: str,
+    variables: Any,
+    settings: ApiSettings,
+    templates: list[WhatsAppTemplate] | None,
+    header_attachment_url: str | None = None,
+    **options: Unpack[SendOptions],
+) -> Call:
+    """
+    Check a WhatsApp template send against its template and return its call.
+
+    :param template_id: the template to send.
+    :param destination_phone: the recipient.
+    :param variables: ``message_variables`` in any form :func:`~airflow_provider_octopods.utils.templates.message_variables` reads.
+    :param settings: the connection's settings.
+    :param templates: the key's templates to check against, or None not to check.
+    :param header_attachment_url: the media header's public URL.
+    :param options: the optional arguments (:class:`~airflow_provider_octopods.models.SendOptions`).
+    """
+    number = template_id_of(template_id)
+    url = attachment_url(header_attachment_url)
+    template = None if templates is None else check_template(number, templates, url)
+    phone, payload = _recipient(destination_phone, settings, options)
+    fitted = message_variables(variables, template)
+    if fitted is not None:
+        payload["message_variables"] = fitted
+    if url:
+        payload["header_attachment_url"] = url
+    return Call(
+        "send",
+        "POST",
+        f"{TEMPLATES_PATH}/{number}/messages",
+        _json(payload),
+        parse=lambda answer: dataclasses.replace(
+            SentMessage.from_api(answer), destination_phone=phone, template_id=number, channel=WHATSAPP.name
+        ),
+        subject=f"the WhatsApp message to {phone}",
+        channel=WHATSAPP,
+    )
 
 
 def endpoint_call(
@@ -698,9 +837,10 @@ def read_answer(call: Call, answer: Answer, settings: ApiSettings) -> Any:
     Turn an answer into the call's result, or raise the error it stands for.
 
     - 2xx with a JSON body: the parsed result (a 2xx that is not JSON is transient).
-    - 401, or 400 with ``error_code`` 5: :class:`~airflow_provider_octopods.exceptions.OctopodsAuthError`.
+    - 401, or 400 with the channel's rotated-key ``error_code`` (SMS 5, WhatsApp 6):
+      :class:`~airflow_provider_octopods.exceptions.OctopodsAuthError`.
     - 408, 425, 429 (not processed), 5xx or a 400 without Octopods' body: transient.
-    - 400 with ``error_code`` 4 (SMS provider error): ``OctopodsApiError``.
+    - 400 with the channel's provider-error code (SMS 4): ``OctopodsApiError``.
     - any other 4xx: ``OctopodsBadRequestError``; for a status, with what to check.
 
     Every text the server sent has the key redacted (:func:`scrub`) before it reaches an error.
@@ -751,8 +891,9 @@ def read_answer(call: Call, answer: Answer, settings: ApiSettings) -> Any:
         "request_id": _text(fields.get("request_id")),
     }
     code, said = facts["error_code"], f": {_sentence(facts['error'])[:-1]}" if facts["error"] else ""
-    if status == 401 or (status == 400 and code == ERROR_CODE_KEY_REVOKED):
-        why = "was rotated or revoked" if code == ERROR_CODE_KEY_REVOKED else "is missing or unknown"
+    meaning = call.channel.error_codes.get(code) if status == 400 else None
+    if status == 401 or meaning == KEY_REVOKED:
+        why = "was rotated or revoked" if meaning == KEY_REVOKED else "is missing or unknown"
         raise call.error(
             OctopodsAuthError,
             f"Octopods rejected the Channel API key of {settings.label}: the key {why} (HTTP {status}{said}). "
@@ -769,10 +910,10 @@ def read_answer(call: Call, answer: Answer, settings: ApiSettings) -> Any:
             retry_after=parse_retry_after(answer.headers.get("Retry-After")),
             **facts,
         )
-    if status == 400 and code == ERROR_CODE_PROVIDER_ERROR:
+    if meaning == PROVIDER_ERROR:
         raise call.error(
             OctopodsApiError,
-            f"Octopods' SMS provider failed (HTTP 400, error_code 4){said}.",
+            f"Octopods' {call.channel.noun} provider failed (HTTP 400, error_code {code}){said}.",
             Sent.NO,
             **facts,
         )
@@ -1228,6 +1369,8 @@ class _OctopodsHookBase:
     hook_name = "Octopods"
     octopods_conn_id: str
     log: Any
+    #: The key's templates, read once per hook (per task) by the first checked WhatsApp send.
+    _templates: list[WhatsAppTemplate] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(octopods_conn_id={self.octopods_conn_id!r})"
@@ -1239,6 +1382,13 @@ class _OctopodsHookBase:
         if warning:
             self.log.warning("%s", warning)
         return call
+
+
+def _split_whatsapp(kwargs: dict[str, Any]) -> tuple[str | None, bool, SendOptions]:
+    """``header_attachment_url``, ``check_template`` and the send options of a WhatsApp send's kwargs."""
+    url = kwargs.pop("header_attachment_url", None)
+    check = kwargs.pop("check_template", True)
+    return url, bool(check), SendOptions(**kwargs)  # type: ignore[typeddict-item]
 
 
 class OctopodsHook(_OctopodsHookBase, HttpHook):
@@ -1405,13 +1555,128 @@ class OctopodsHook(_OctopodsHookBase, HttpHook):
     check_response = _use_run_instead
     run_with_advanced_retry = _use_run_instead
 
+    def get_message_status(self, message_id: int | str, channel: Channel = SMS) -> MessageStatus:
+        """
+        Return the current status of a message of ``channel``.
+
+        :param message_id: the ``message_id`` returned when it was sent (an int or a string of digits).
+        :param channel: :data:`~airflow_provider_octopods.models.SMS` or ``WHATSAPP``.
+        """
+        return self.call(status_call(message_id, channel=channel))  # type: ignore[no-any-return]
+
     def get_sms_status(self, message_id: int | str) -> SmsStatus:
         """
         Return the current status of an SMS.
 
         :param message_id: the ``message_id`` returned when the SMS was sent (an int or a string of digits).
         """
-        return self.call(status_call(message_id))  # type: ignore[no-any-return]
+        return self.get_message_status(message_id, SMS)
+
+    def get_whatsapp_status(self, message_id: int | str) -> MessageStatus:
+        """
+        Return the current status of a WhatsApp message (``sent``, ``delivered``, ``read``, ``failed`` ...).
+
+        :param message_id: the ``message_id`` returned when the template was sent.
+        """
+        return self.get_message_status(message_id, WHATSAPP)
+
+    def list_messages(self, channel: Channel = WHATSAPP, limit: int = LIST_LIMIT) -> dict[int, MessageStatus]:
+        """
+        Return the channel's newest sends by message id (one request; see :func:`list_call`).
+
+        :param channel: a channel that lists its sends.
+        :param limit: how many, 1 to 100.
+        """
+        return self.call(list_call(channel, limit))  # type: ignore[no-any-return]
+
+    def list_whatsapp_messages(self, limit: int = LIST_LIMIT) -> list[MessageStatus]:
+        """
+        Return the newest WhatsApp messages sent with this key, newest first.
+
+        Octopods lists at most the newest 100 and documents no way to page further; ask for an
+        older message by id (:meth:`get_whatsapp_status`).
+
+        :param limit: how many, 1 to 100.
+        """
+        return list(self.list_messages(WHATSAPP, limit).values())
+
+    def list_whatsapp_templates(
+        self, active: bool | None = None, lang: str | None = None
+    ) -> list[WhatsAppTemplate]:
+        """
+        Return the WhatsApp templates of the key, with what each expects.
+
+        :param active: only active (True) or inactive (False) templates; None: all.
+        :param lang: only templates in this ISO 639-1 language, e.g. ``en``.
+        """
+        return self.call(templates_call(active, lang))  # type: ignore[no-any-return]
+
+    def prepare_whatsapp(
+        self, template_id: int | str, destination_phone: str, message_variables: Any = None, **kwargs: Any
+    ) -> Call:
+        """
+        Check a template send (the template read once per hook), sending nothing; :meth:`send` sends it.
+
+        Arguments as for :meth:`send_whatsapp_template`.
+        """
+        url, check, options = _split_whatsapp(kwargs)
+        settings = self.settings()
+        settings.proxy  # noqa: B018  # an unusable proxy setting fails here, before anything leaves
+        if check and self._templates is None:
+            self._templates = self.list_whatsapp_templates()
+        templates = self._templates if check else None
+        return whatsapp_call(
+            template_id, destination_phone, message_variables, settings, templates, url, **options
+        )
+
+    def send_whatsapp_template(
+        self,
+        template_id: int | str,
+        destination_phone: str,
+        message_variables: Any = None,
+        *,
+        header_attachment_url: str | None = None,
+        open_intercom_conversation: bool | None = None,
+        intercom_teammate_id: str | int | None = None,
+        destination_user_name: str | None = None,
+        check_template: bool = True,
+        default_region: str | None = None,
+        strict_numbers: bool | None = None,
+    ) -> SentMessage:
+        """
+        Send an approved WhatsApp template, at most once (the rules of :meth:`send_sms`).
+
+        With ``check_template`` (the default) the key's templates are read first, and the send is
+        refused before any request when the template does not exist, is not Accepted, has a
+        media header and no ``header_attachment_url``, or the variables do not fit it.
+
+        :param template_id: the template's id (``template_id`` in Octopods).
+        :param destination_phone: the recipient, international or (with ``default_region``) national.
+        :param message_variables: the placeholders' values: a list (body-only template), a dict of
+            sections (``{"header": [...], "body": [...], "footer": [...], "buttons": [...]}``) or a
+            dict keyed ``"1"``, ``"2"``; see :doc:`/whatsapp`.
+        :param header_attachment_url: the public URL of a media header's image, video or document.
+        :param open_intercom_conversation: whether to open an Intercom conversation for it.
+        :param intercom_teammate_id: the Intercom teammate the conversation is assigned to.
+        :param destination_user_name: the recipient's name, shown in Octopods.
+        :param check_template: read and check the template before sending.
+        :param default_region: the region of national numbers (default: the connection's).
+        :param strict_numbers: refuse numbers libphonenumber does not call valid (default: the connection's).
+        """
+        return self.send(
+            self.prepare_whatsapp(
+                template_id,
+                destination_phone,
+                message_variables,
+                header_attachment_url=header_attachment_url,
+                check_template=check_template,
+                open_intercom_conversation=open_intercom_conversation,
+                intercom_teammate_id=intercom_teammate_id,
+                destination_user_name=destination_user_name,
+                default_region=default_region,
+                strict_numbers=strict_numbers,
+            )
+        )
 
     def prepare_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> Call:
         """
@@ -1424,9 +1689,9 @@ class OctopodsHook(_OctopodsHookBase, HttpHook):
         settings.proxy  # noqa: B018  # an unusable proxy setting fails here, before anything leaves
         return self._send_call(settings, destination_phone, body, options)
 
-    def send(self, call: Call) -> SentSms:
+    def send(self, call: Call) -> SentMessage:
         """
-        Send what :meth:`prepare_sms` prepared, at most once.
+        Send what :meth:`prepare_sms` or :meth:`prepare_whatsapp` prepared, at most once.
 
         :param call: the prepared send.
         """
@@ -1459,12 +1724,18 @@ class OctopodsHook(_OctopodsHookBase, HttpHook):
         """
         self._settings, self._label = None, "this connection"
         try:
-            self.call(Call("test", "GET", f"{SEND_PATH}/{PROBE_MESSAGE_ID}"))
+            try:
+                self.call(Call("test", "GET", f"{SEND_PATH}/{PROBE_MESSAGE_ID}"))
+            except OctopodsAuthError as err:
+                if err.status_code != 401:
+                    raise
+                self.call(dataclasses.replace(templates_call(), request="test"))  # a WhatsApp key?
+                return True, "Connection works: Octopods accepted the WhatsApp channel's API key."
         except OctopodsAuthError as err:
             return False, str(err)
         except OctopodsBadRequestError as err:
             if err.status_code == 400 and err.error_code is not None:
-                return True, "Connection works: Octopods accepted the Channel API key."
+                return True, "Connection works: Octopods accepted the SMS channel's API key."
             return False, (
                 f"{self._settings.base_url if self._settings else 'The host'} answered HTTP {err.status_code}, "
                 "not as Octopods answers: check the connection's Octopods URL (host)."
@@ -1546,23 +1817,93 @@ class OctopodsAsyncHook(_OctopodsHookBase, BaseHook):
             action = exchange.step(outcome)
         return exchange.result
 
+    async def shared_call(self, call: Call) -> Any:
+        """
+        Make a GET ``call`` once for every caller asking the same thing with the same key at the same time.
+
+        Concurrent polls of one message (or one list) with one key in this process share one request.
+
+        :param call: a GET call.
+        """
+        started = time.monotonic()  # a first read of the connection counts against the call's limit
+        settings = await self.settings()
+        return await coalesce((settings.group, call.path), lambda: self.call(call, started))
+
+    async def get_message_status(
+        self, message_id: int | str, timeout: float | timedelta | None = None, channel: Channel = SMS
+    ) -> MessageStatus:
+        """
+        Return the current status of a message (one request; transient trouble raises
+        :class:`~airflow_provider_octopods.exceptions.OctopodsTransientError`).
+
+        :param message_id: the ``message_id`` returned when the message was sent.
+        :param timeout: seconds (or a timedelta) this request may take at most, if less than the
+            connection's ``timeout`` (a trigger passes the time left before its deadline).
+        :param channel: the channel that sent it.
+        """
+        return await self.shared_call(status_call(message_id, timeout, channel))  # type: ignore[no-any-return]
+
     async def get_sms_status(
         self, message_id: int | str, timeout: float | timedelta | None = None
     ) -> SmsStatus:
         """
-        Return the current status of an SMS (one request; transient trouble raises
-        :class:`~airflow_provider_octopods.exceptions.OctopodsTransientError`).
-
-        Concurrent polls of one message with one key in this process share one request.
+        Return the current status of an SMS (see :meth:`get_message_status`).
 
         :param message_id: the ``message_id`` returned when the SMS was sent.
-        :param timeout: seconds (or a timedelta) this request may take at most, if less than the
-            connection's ``timeout`` (a trigger passes the time left before its deadline).
+        :param timeout: seconds (or a timedelta) this request may take at most.
         """
-        started = time.monotonic()  # a first read of the connection counts against ``timeout``
-        call = status_call(message_id, timeout)
+        return await self.get_message_status(message_id, timeout, SMS)
+
+    async def get_whatsapp_status(
+        self, message_id: int | str, timeout: float | timedelta | None = None
+    ) -> MessageStatus:
+        """
+        Return the current status of a WhatsApp message (see :meth:`get_message_status`).
+
+        :param message_id: the ``message_id`` returned when the template was sent.
+        :param timeout: seconds (or a timedelta) this request may take at most.
+        """
+        return await self.get_message_status(message_id, timeout, WHATSAPP)
+
+    async def list_messages(
+        self, channel: Channel = WHATSAPP, timeout: float | timedelta | None = None
+    ) -> dict[int, MessageStatus]:
+        """
+        Return the channel's newest 100 sends by message id (one request, shared like a status poll).
+
+        :param channel: a channel that lists its sends.
+        :param timeout: seconds (or a timedelta) this request may take at most.
+        """
+        return await self.shared_call(list_call(channel, LIST_LIMIT, timeout))  # type: ignore[no-any-return]
+
+    async def prepare_whatsapp(
+        self, template_id: int | str, destination_phone: str, message_variables: Any = None, **kwargs: Any
+    ) -> Call:
+        """Check a template send, sending nothing (see :meth:`OctopodsHook.prepare_whatsapp`)."""
+        url, check, options = _split_whatsapp(kwargs)
         settings = await self.settings()
-        return await coalesce((settings.group, call.path), lambda: self.call(call, started))  # type: ignore[no-any-return]
+        settings.proxy  # noqa: B018  # an unusable proxy setting fails here, before anything leaves
+        if check and self._templates is None:
+            self._templates = await self.call(templates_call())
+        templates = self._templates if check else None
+        return whatsapp_call(
+            template_id, destination_phone, message_variables, settings, templates, url, **options
+        )
+
+    async def send_whatsapp_template(
+        self, template_id: int | str, destination_phone: str, message_variables: Any = None, **kwargs: Any
+    ) -> SentMessage:
+        """
+        Send a WhatsApp template once (see :meth:`OctopodsHook.send_whatsapp_template` for the arguments).
+
+        :param template_id: the template's id.
+        :param destination_phone: the recipient.
+        :param message_variables: the placeholders' values.
+        :param kwargs: the keyword arguments of :meth:`OctopodsHook.send_whatsapp_template`.
+        """
+        return await self.call(
+            await self.prepare_whatsapp(template_id, destination_phone, message_variables, **kwargs)
+        )  # type: ignore[no-any-return]
 
     async def prepare_sms(self, destination_phone: str, body: str, **options: Unpack[SendOptions]) -> Call:
         """Read the connection and check a send, sending nothing (see :meth:`OctopodsHook.prepare_sms`)."""

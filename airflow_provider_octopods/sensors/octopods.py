@@ -1,10 +1,10 @@
-"""Sensor that gates a DAG on the delivery of one or many SMS sent through Octopods."""
+"""Sensors that gate a DAG on the delivery (or the reading) of messages sent through Octopods."""
 
 from __future__ import annotations
 
 import time
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
@@ -19,7 +19,12 @@ from airflow_provider_octopods.exceptions import (
     OctopodsTimeoutError,
 )
 from airflow_provider_octopods.models import (
-    SmsStatus,
+    DELIVERED,
+    SMS,
+    WHATSAPP,
+    Channel,
+    MessageStatus,
+    parse_wait_for,
     seconds,
     timeout_message,
     validate_message_id,
@@ -35,31 +40,32 @@ if TYPE_CHECKING:
 
     from airflow_provider_octopods.hooks.octopods import OctopodsHook
 
-__all__ = ["OctopodsSmsDeliverySensor"]
+__all__ = ["OctopodsDeliverySensor", "OctopodsSmsDeliverySensor", "OctopodsWhatsAppDeliverySensor"]
 
 
-class OctopodsSmsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
+class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
     """
-    Wait until an SMS sent through Octopods is delivered; fail if it is not.
+    Wait until messages of :attr:`channel` sent through Octopods are delivered (or read); fail if not.
 
-    Succeeds when every message is ``delivered`` (or ``read``) and returns the final status
-    (``SmsStatus.to_dict()``, or a list of them in input order for ``message_ids``) as XCom.
+    The implementation of :class:`OctopodsSmsDeliverySensor` and
+    :class:`OctopodsWhatsAppDeliverySensor`, which name the channel (and so the default
+    connection and the trigger).
+
+    Succeeds when every message reached ``wait_for`` and returns the final status
+    (``MessageStatus.to_dict()``, or a list of them in input order for ``message_ids``) as XCom.
     Fails without retries when a message ends ``failed`` or ``undelivered`` (the error holds the
     message id, the status and Octopods' ``failure_reason``), when Octopods rejects the key or the
     request, and when ``timeout`` passes (naming the last status seen). Transient trouble
     (HTTP 429, 5xx, timeouts, unreadable answers) never fails the task: it polls again, backing
     off with jitter (honouring ``Retry-After``) up to ``max_poll_interval``. In poke mode each
-    poke makes one request per message and never sleeps, so the wait ends within one request
-    timeout of ``timeout``; in reschedule mode a backoff longer than ``poke_interval`` reschedules
-    the task to its end. Every mode drives the same
-    :class:`~airflow_provider_octopods.triggers.octopods.WaitEngine`.
+    poke makes one request per message (or one list request, see the WhatsApp sensor) and never
+    sleeps, so the wait ends within one request timeout of ``timeout``; in reschedule mode a
+    backoff longer than ``poke_interval`` reschedules the task to its end. Every mode drives the
+    same :class:`~airflow_provider_octopods.triggers.octopods.WaitEngine`.
 
-    In deferrable mode the wait runs in the triggerer
-    (:class:`~airflow_provider_octopods.triggers.octopods.OctopodsSmsDeliveryTrigger`), which
+    In deferrable mode the wait runs in the triggerer (the channel's
+    :class:`~airflow_provider_octopods.triggers.octopods.OctopodsDeliveryTrigger`), which
     enforces ``timeout`` itself on every Airflow version.
-
-    .. seealso::
-        :ref:`howto/sensor:OctopodsSmsDeliverySensor`
 
     :param message_id: the message to wait on (templated; usually pulled from XCom): an id, or the
         send operator's XCom (a dict holding ``message_id``).
@@ -76,17 +82,22 @@ class OctopodsSmsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
         longest backoff after transient trouble (seconds or a timedelta).
     :param backoff_factor: deferrable mode: growth of the interval after each poll.
     :param max_concurrency: requests in flight at once when waiting on many messages.
+    :param wait_for: ``delivered`` (``read`` and ``deleted`` count too) or ``read`` (delivered is
+        not final; at the deadline a delivered but unread message fails the wait).
     """
 
     template_fields: Sequence[str] = ("message_id", "message_ids")
     ui_color = "#7b5cff"
+    #: The channel of the messages.
+    channel: ClassVar[Channel] = SMS
 
     def __init__(
         self,
         *,
         message_id: Any = None,
         message_ids: Any = None,
-        octopods_conn_id: str = "octopods_default",
+        octopods_conn_id: str | None = None,
+        wait_for: str = DELIVERED,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float | timedelta = wait.DEFAULT_POLL_INTERVAL,
         timeout: float | timedelta = wait.DEFAULT_TIMEOUT,
@@ -104,7 +115,8 @@ class OctopodsSmsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
             )
         self.message_id = message_id
         self.message_ids = message_ids
-        self.octopods_conn_id = octopods_conn_id
+        self.octopods_conn_id = octopods_conn_id or self.channel.conn_id
+        self.wait_for = parse_wait_for(wait_for)
         self.deferrable = deferrable
         self.schedule = wait.PollSchedule.of(
             initial_delay, poke_interval, backoff_factor, max_poll_interval, interval_field="poke_interval"
@@ -140,12 +152,12 @@ class OctopodsSmsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
             schedule = wait.PollSchedule(
                 0.0, self.schedule.poll_interval, 1.0, self.schedule.max_poll_interval
             )
-            self._engine = wait.WaitEngine(self._ids(), schedule)
+            self._engine = wait.WaitEngine(self._ids(), schedule, None, self.wait_for, self.channel)
         return self._engine
 
-    def _result(self, statuses: list[SmsStatus]) -> Any:
-        """Fail on any failed delivery; else return the XCom value (a dict, or a list for many)."""
-        dicts = wait.require_delivered(statuses, self.log)
+    def _result(self, statuses: list[MessageStatus]) -> Any:
+        """Fail on any message that did not reach ``wait_for``; else return the XCom value (a dict, or a list)."""
+        dicts = wait.require_delivered(statuses, self.log, self.wait_for)
         return dicts if self.message_ids is not None else dicts[0]
 
     def execute(self, context: Context) -> Any:
@@ -158,18 +170,26 @@ class OctopodsSmsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
             except AirflowSensorTimeout:
                 engine = self.engine
                 raise OctopodsTimeoutError(
-                    timeout_message(engine.pending, engine.last, self.timeout, engine.last_error)
+                    timeout_message(
+                        engine.pending,
+                        engine.last,
+                        self.timeout,
+                        engine.last_error,
+                        self.wait_for,
+                        self.channel.noun,
+                    )
                 ) from None
             finally:
                 if "hook" in self.__dict__:
                     self.hook.close()
         multiple = self.message_ids is not None
-        trigger = wait.OctopodsSmsDeliveryTrigger(
+        trigger = wait.DELIVERY_TRIGGERS[self.channel.name](
             message_id=None if multiple else ids[0],
             message_ids=ids if multiple else None,
             octopods_conn_id=self.octopods_conn_id,
             end_time=time.time() + self.timeout,
             max_concurrency=self.max_concurrency,
+            wait_for=self.wait_for,
             **self.schedule.as_kwargs(),
         )
         wait.defer_wait(self, trigger, self.timeout)
@@ -187,13 +207,21 @@ class OctopodsSmsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
         if engine.is_backing_off(time.time()):
             self.log.info("Backing off after transient trouble; skipping this poke.")
             return PokeReturnValue(is_done=False)
-        results: list[SmsStatus | OctopodsError] = []
-        for message_id in engine.pending:
+        found: dict[int, MessageStatus | OctopodsError] = {}
+        rest = engine.pending
+        if wait.uses_list(self.channel, rest):
             try:
-                results.append(self.hook.get_sms_status(message_id))
+                listing: dict[int, MessageStatus] | OctopodsError = self.hook.list_messages(self.channel)
             except OctopodsError as err:
-                results.append(err)
+                listing = err
+            found, rest = wait.listed_results(rest, listing)
+        for message_id in rest:
+            try:
+                found[message_id] = self.hook.get_message_status(message_id, self.channel)
+            except OctopodsError as err:
+                found[message_id] = err
                 break  # the engine stops or backs off on the first error: spare the other requests
+        results = [found[i] for i in engine.pending if i in found]
         step = engine.feed(results, time.time())
         step.emit(self.log)
         if step.event is not None:
@@ -212,3 +240,40 @@ class OctopodsSmsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
         :param event: the trigger's event payload.
         """
         return self._result(wait.statuses_from_event(event, self.timeout))
+
+
+class OctopodsSmsDeliverySensor(OctopodsDeliverySensor):
+    """
+    Wait until an SMS sent through Octopods is delivered; fail if it is not.
+
+    Succeeds when every message is ``delivered`` (or ``read``) and returns the final status
+    (``MessageStatus.to_dict()``, or a list of them in input order for ``message_ids``) as XCom.
+    Fails without retries when a message ends ``failed`` or ``undelivered`` (the error holds the
+    message id, the status and Octopods' ``failure_reason``), when Octopods rejects the key or the
+    request, and when ``timeout`` passes (naming the last status seen). Everything else is
+    :class:`OctopodsDeliverySensor`'s: its arguments, its modes.
+
+    .. seealso::
+        :ref:`howto/sensor:OctopodsSmsDeliverySensor`
+    """
+
+    channel = SMS
+
+
+class OctopodsWhatsAppDeliverySensor(OctopodsDeliverySensor):
+    """
+    Wait until WhatsApp messages sent through Octopods are delivered, or read; fail if not.
+
+    ``wait_for="delivered"`` (the default) succeeds on ``delivered``, ``read`` and ``deleted`` (the
+    recipient deleted it after delivery). ``wait_for="read"`` succeeds on ``read`` only (or
+    ``deleted`` with a ``read_at``): ``delivered`` is not final, and at the deadline a delivered but
+    unread message fails with a sentence saying when it was delivered. A wait on several messages
+    reads Octopods' list of the newest 100 sends once per round and asks by id only for the others.
+    The connection defaults to ``octopods_whatsapp_default`` (the WhatsApp channel's key).
+    Arguments and modes as for :class:`OctopodsDeliverySensor`.
+
+    .. seealso::
+        :ref:`howto/sensor:OctopodsWhatsAppDeliverySensor`
+    """
+
+    channel = WHATSAPP

@@ -1,7 +1,7 @@
 """
 The wait for delivery: the trigger that polls in the triggerer, and the engine every mode shares.
 
-:class:`WaitEngine` holds every rule of waiting on SMS delivery, once, for every mode; it is
+:class:`WaitEngine` holds every rule of waiting on delivery, once, for every mode and channel; it is
 I/O-free: it never sleeps, calls Octopods or logs. A driver (the trigger's ``run()``, the
 sensor's ``poke()``, the operator's in-worker wait, which runs the trigger) asks
 :meth:`WaitEngine.sleep_for` how long to wait, polls :attr:`WaitEngine.pending`, feeds the answers
@@ -23,11 +23,12 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_octopods.exceptions import (
+    OctopodsBadRequestError,
     OctopodsDeliveryError,
     OctopodsError,
     OctopodsThrottledError,
@@ -36,9 +37,16 @@ from airflow_provider_octopods.exceptions import (
     error_from_dict,
 )
 from airflow_provider_octopods.models import (
-    SmsStatus,
+    CHANNELS,
+    DELIVERED,
+    SMS,
+    WHATSAPP,
+    Channel,
+    MessageStatus,
     deadline,
     failure_message,
+    parse_wait_for,
+    reached,
     seconds,
     timeout_message,
     validate_message_id,
@@ -54,7 +62,13 @@ if TYPE_CHECKING:
 
     from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
 
-__all__ = ["OctopodsSmsDeliveryTrigger", "WaitEngine", "defer_wait"]
+__all__ = [
+    "OctopodsDeliveryTrigger",
+    "OctopodsSmsDeliveryTrigger",
+    "OctopodsWhatsAppDeliveryTrigger",
+    "WaitEngine",
+    "defer_wait",
+]
 
 #: Seconds before the first poll: the docs say an immediate poll returns ``queued`` or ``sent``.
 DEFAULT_INITIAL_DELAY = 5.0
@@ -205,16 +219,25 @@ class WaitEngine:
     :param message_ids: the ids to wait on, validated, in input order.
     :param schedule: when to poll.
     :param end_time: the deadline (UNIX time), or None to wait until every message is final.
+    :param wait_for: ``delivered`` or ``read`` (:func:`~airflow_provider_octopods.models.reached`).
+    :param channel: the channel of the messages.
     """
 
     def __init__(
-        self, message_ids: Sequence[int], schedule: PollSchedule, end_time: float | None = None
+        self,
+        message_ids: Sequence[int],
+        schedule: PollSchedule,
+        end_time: float | None = None,
+        wait_for: str = DELIVERED,
+        channel: Channel = SMS,
     ) -> None:
         self.message_ids = list(message_ids)
         self.schedule = schedule
         self.end_time = end_time
+        self.wait_for = wait_for
+        self.channel = channel
         self.pending = list(self.message_ids)
-        self.last: dict[int, SmsStatus] = {}
+        self.last: dict[int, MessageStatus] = {}
         self.failures = 0
         self.last_error: str | None = None
         self.backoff_until = -math.inf
@@ -242,7 +265,7 @@ class WaitEngine:
             return None
         return max(self.end_time - now, 0.0) + min(DEADLINE_GRACE, self.schedule.max_poll_interval)
 
-    def feed(self, results: Sequence[SmsStatus | OctopodsError], now: float) -> Step:
+    def feed(self, results: Sequence[MessageStatus | OctopodsError], now: float) -> Step:
         """
         Take the answers to a poll of :attr:`pending` (same order) and return what to do next.
 
@@ -260,14 +283,20 @@ class WaitEngine:
                 if result.retry_after is not None:
                     retry_after = max(retry_after or 0.0, result.retry_after)
             elif isinstance(result, OctopodsError):
-                step.logs.append((logging.ERROR, "Stopping the wait on SMS %s: %s", (message_id, result)))
+                step.logs.append(
+                    (logging.ERROR, "Stopping the wait on %s %s: %s", (self.channel.noun, message_id, result))
+                )
                 step.event = self._event(ERROR, str(result), error=result.to_dict())
                 return step
             else:
                 self._record(message_id, result, step)
-        self.pending = [i for i in self.pending if not (i in self.last and self.last[i].is_terminal)]
+        self.pending = [
+            i for i in self.pending if i not in self.last or reached(self.last[i], self.wait_for) is None
+        ]
         if not self.pending:
-            step.event = self._event(DONE, f"{len(self.message_ids)} SMS reached a final status.")
+            step.event = self._event(
+                DONE, f"{len(self.message_ids)} {self.channel.plural} reached a final status."
+            )
         elif self.end_time is not None and now >= self.end_time:
             step.event = self._event(
                 TIMEOUT, "deadline passed", pending=self.pending, last_error=self.last_error
@@ -284,15 +313,22 @@ class WaitEngine:
         self._delay = step.delay
         return step
 
-    def _record(self, message_id: int, status: SmsStatus, step: Step) -> None:
+    def _record(self, message_id: int, status: MessageStatus, step: Step) -> None:
+        before = self.last.get(message_id)
         self.last[message_id] = status
+        if reached(status, self.wait_for) is False and (
+            before is None or reached(before, self.wait_for) is None
+        ):
+            to = f" to {status.phone_number}" if status.phone_number else ""
+            why = status.failure_reason or f"status '{status.status}'"
+            step.logs.append((logging.WARNING, "%s%s failed: %s", (status.noun, to, why)))
         if not status.is_known and status.status not in self._warned:
             self._warned.add(status.status)
             step.logs.append(
                 (
                     logging.WARNING,
-                    "SMS %s has status %r, unknown to this provider; treating it as not final and polling on.",
-                    (message_id, status.status),
+                    "%s has status %r, unknown to this provider; treating it as not final and polling on.",
+                    (status.noun, status.status),
                 )
             )
 
@@ -305,12 +341,18 @@ class WaitEngine:
         if summary != self._said or now - self._said_at >= STILL_WAITING_LOG_INTERVAL:
             self._said, self._said_at, level = summary, now, logging.INFO
         step.logs.append(
-            (level, "Waiting on %d SMS (%s); next poll in %.1f s.", (len(self.pending), summary, step.delay))
+            (
+                level,
+                "Waiting on %d %s (%s); next poll in %.1f s.",
+                (len(self.pending), self.channel.plural, summary, step.delay),
+            )
         )
 
     def crashed(self, err: BaseException) -> dict[str, Any]:
         """Return the error event of an unexpected exception in a driver (never lose the wait)."""
-        error = OctopodsError(f"The wait on SMS {self._ids_text()} stopped on an unexpected error: {err!r}")
+        error = OctopodsError(
+            f"The wait on {self.channel.plural} {self._ids_text()} stopped on an unexpected error: {err!r}"
+        )
         return self._event(ERROR, str(error), error=error.to_dict())
 
     def _ids_text(self) -> str:
@@ -324,11 +366,13 @@ class WaitEngine:
             "message_ids": self.message_ids,
             "statuses": statuses,
             "message": message,
+            "channel": self.channel.name,
+            "wait_for": self.wait_for,
             **extra,
         }
 
 
-def statuses_from_event(event: dict[str, Any] | None, timeout: float | None) -> list[SmsStatus]:
+def statuses_from_event(event: dict[str, Any] | None, timeout: float | None) -> list[MessageStatus]:
     """
     Return the final statuses a wait event reports, or raise its error.
 
@@ -343,7 +387,7 @@ def statuses_from_event(event: dict[str, Any] | None, timeout: float | None) -> 
         raise OctopodsError("The Octopods trigger ended without an event.")
     ids = [int(i) for i in event.get("message_ids", [])]
     last = {
-        i: SmsStatus.from_dict(s)
+        i: MessageStatus.from_dict(s)
         for i, s in zip(ids, event.get("statuses", []), strict=False)
         if s is not None
     }
@@ -351,32 +395,76 @@ def statuses_from_event(event: dict[str, Any] | None, timeout: float | None) -> 
     if status == DONE:
         return [last[i] for i in ids]
     if status == TIMEOUT:
+        channel = CHANNELS.get(str(event.get("channel")), SMS)
         raise OctopodsTimeoutError(
-            timeout_message(event.get("pending", ids), last, timeout, event.get("last_error"))
+            timeout_message(
+                event.get("pending", ids),
+                last,
+                timeout,
+                event.get("last_error"),
+                event.get("wait_for", DELIVERED),
+                channel.noun,
+            )
         )
     if status == ERROR:
         raise error_from_dict(event.get("error") or {"message": event.get("message")})
     raise OctopodsError(f"The Octopods trigger sent an event this provider does not know: {status!r}.")
 
 
-def require_delivered(statuses: Sequence[SmsStatus], log: Any) -> list[dict[str, Any]]:
+def require_delivered(
+    statuses: Sequence[MessageStatus], log: Any, wait_for: str = DELIVERED
+) -> list[dict[str, Any]]:
     """
-    Raise :class:`OctopodsDeliveryError` if any SMS was not delivered; else return the statuses as dicts.
+    Raise :class:`OctopodsDeliveryError` if any message did not reach ``wait_for``; else return them as dicts.
 
-    :param statuses: terminal statuses.
+    :param statuses: final statuses.
     :param log: the task's logger, to log each delivery.
+    :param wait_for: ``delivered`` or ``read``.
     """
-    failure = failure_message(statuses)
+    failure = failure_message(statuses, wait_for)
     if failure:
         raise OctopodsDeliveryError(failure)
     for status in statuses:
-        log.info("SMS %s delivered at %s.", status.message_id, status.delivered_at)
+        when = status.read_at if wait_for != DELIVERED else status.delivered_at
+        log.info("%s %s at %s.", status.noun, status.status, when or "a time Octopods did not report")
     return [s.to_dict() for s in statuses]
 
 
-class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
+def listed_results(
+    pending: Sequence[int], listing: dict[int, MessageStatus] | OctopodsError
+) -> tuple[dict[int, MessageStatus | OctopodsError], list[int]]:
     """
-    Poll Octopods until every message is final (``delivered``, ``read``, ``failed``, ``undelivered``).
+    Split a round of a batch wait: the results the list answered, and the ids to ask for one by one.
+
+    The one rule of reading a list, for the trigger and the sensor alike. A message is resolved
+    only by an item with its own id. A list Octopods refused (e.g. a 400 "no messages sent yet")
+    answers nothing: every id is asked for by id. Any other failed list (a 429, a 5xx, a rejected
+    key) is the result of every id, so the wait backs off or stops as for any poll.
+
+    :param pending: the ids polled this round.
+    :param listing: the list's statuses by id, or the error of the list call.
+    """
+    if isinstance(listing, OctopodsBadRequestError):
+        listing = {}
+    if isinstance(listing, OctopodsError):
+        return dict.fromkeys(pending, listing), []
+    found: dict[int, MessageStatus | OctopodsError] = {i: listing[i] for i in pending if i in listing}
+    return found, [i for i in pending if i not in found]
+
+
+def uses_list(channel: Channel, pending: Sequence[int]) -> bool:
+    """Whether a round asks the channel's list first: when it lists, and more than one message waits."""
+    return channel.listable and len(pending) > 1
+
+
+class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
+    """
+    Poll Octopods until every message of :attr:`channel` is final for ``wait_for``.
+
+    Final means :func:`~airflow_provider_octopods.models.reached` decides: ``delivered`` (or
+    ``read``, ``deleted``), or a failure; with ``wait_for="read"``, ``read`` (``delivered`` polls on).
+    A wait on several messages of a channel that lists its sends (WhatsApp) asks the list first
+    each round and polls by id only the messages not in it (:func:`listed_results`).
 
     Polls wait ``initial_delay`` first, then ``poll_interval``, growing by ``backoff_factor`` up to
     ``max_poll_interval``. Transient trouble (HTTP 429 or 5xx, unreadable answers, connection
@@ -388,7 +476,7 @@ class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
     INFO; one that changes nothing at DEBUG, with an INFO "still waiting" line every 10 minutes.
 
     The event's payload is JSON: ``status`` (``done``, ``timeout`` or ``error``), ``message_ids``,
-    ``statuses`` (one ``SmsStatus.to_dict()`` or None per id, in input order), ``message`` and, for
+    ``statuses`` (one ``MessageStatus.to_dict()`` or None per id, in input order), ``message`` and, for
     errors, ``error`` (``OctopodsError.to_dict()``); :mod:`airflow_provider_octopods._wait` builds
     and reads it. An unexpected exception in the wait ends it with an ``error`` event too, never a
     crash of the trigger.
@@ -404,12 +492,16 @@ class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
         or a timedelta).
     :param backoff_factor: how much the interval grows after each poll (1 keeps it fixed).
     :param max_concurrency: requests in flight at once when waiting on many messages.
+    :param wait_for: ``delivered`` or ``read``.
     """
+
+    #: The channel of the messages: a subclass names it (the trigger's kwargs never hold it).
+    channel: ClassVar[Channel] = SMS
 
     def __init__(
         self,
         message_id: int | str | None = None,
-        octopods_conn_id: str = "octopods_default",
+        octopods_conn_id: str | None = None,
         poll_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
         end_time: float | datetime | str | None = None,
         *,
@@ -418,13 +510,15 @@ class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
         max_poll_interval: float | timedelta = DEFAULT_MAX_POLL_INTERVAL,
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        wait_for: str = DELIVERED,
     ) -> None:
         super().__init__()
         if (message_id is None) == (message_ids is None):
             raise ValueError("Pass exactly one of message_id and message_ids.")
         self.message_id = None if message_id is None else validate_message_id(message_id)
         self.message_ids = None if message_ids is None else validate_message_ids(message_ids)
-        self.octopods_conn_id = octopods_conn_id
+        self.wait_for = parse_wait_for(wait_for)
+        self.octopods_conn_id = octopods_conn_id or self.channel.conn_id
         self.schedule = PollSchedule.of(initial_delay, poll_interval, backoff_factor, max_poll_interval)
         self.end_time = deadline(end_time)
         self.max_concurrency = max(int(max_concurrency), 1)
@@ -444,6 +538,7 @@ class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
                 "end_time": self.end_time,
                 "message_ids": self.message_ids,
                 "max_concurrency": self.max_concurrency,
+                "wait_for": self.wait_for,
                 **self.schedule.as_kwargs(),
             },
         )
@@ -460,7 +555,7 @@ class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until every message is terminal, the deadline passes or a permanent error occurs."""
         hooks = await _hooks_module()
-        engine = WaitEngine(self.ids, self.schedule, self.end_time)
+        engine = WaitEngine(self.ids, self.schedule, self.end_time, self.wait_for, self.channel)
         hook: OctopodsAsyncHook = hooks.OctopodsAsyncHook(self.octopods_conn_id)
         try:
             while True:
@@ -472,36 +567,79 @@ class OctopodsSmsDeliveryTrigger(ScheduledWait, BaseTrigger):
                     yield TriggerEvent(step.event)
                     return
         except Exception as err:  # never crash the triggerer's view of the wait: report it
-            self.log.exception("The wait on SMS %s stopped on an unexpected error.", self.ids)
+            self.log.exception(
+                "The wait on %s %s stopped on an unexpected error.", self.channel.plural, self.ids
+            )
             yield TriggerEvent(engine.crashed(err))
         finally:
             await hook.close()
 
     async def _poll(
         self, hook: OctopodsAsyncHook, ids: list[int], budget: float | None
-    ) -> list[SmsStatus | OctopodsError]:
-        """Ask for each id's status, at most ``max_concurrency`` at once; errors are returned."""
-
-        async def poll(message_id: int) -> SmsStatus | OctopodsError:
+    ) -> list[MessageStatus | OctopodsError]:
+        """Ask for each id's status (the list first, where it helps), at most ``max_concurrency`` at once."""
+        found: dict[int, MessageStatus | OctopodsError] = {}
+        rest = ids
+        if uses_list(self.channel, ids):
             try:
-                return await hook.get_sms_status(message_id, timeout=budget)
+                listing: dict[int, MessageStatus] | OctopodsError = await hook.list_messages(
+                    self.channel, budget
+                )
+            except OctopodsError as err:
+                listing = err
+            found, rest = listed_results(ids, listing)
+
+        async def poll(message_id: int) -> MessageStatus | OctopodsError:
+            try:
+                return await hook.get_message_status(message_id, budget, self.channel)
             except OctopodsError as err:
                 return err
 
-        if len(ids) == 1:  # the common case, without a task per request
-            return [await poll(ids[0])]
-        limit = asyncio.Semaphore(self.max_concurrency)
+        if len(rest) == 1:  # the common case, without a task per request
+            found[rest[0]] = await poll(rest[0])
+        elif rest:
+            limit = asyncio.Semaphore(self.max_concurrency)
 
-        async def limited(message_id: int) -> SmsStatus | OctopodsError:
-            async with limit:
-                return await poll(message_id)
+            async def limited(message_id: int) -> MessageStatus | OctopodsError:
+                async with limit:
+                    return await poll(message_id)
 
-        return list(await asyncio.gather(*(limited(i) for i in ids)))
+            found.update(zip(rest, await asyncio.gather(*(limited(i) for i in rest)), strict=True))
+        return [found[i] for i in ids]
+
+
+class OctopodsSmsDeliveryTrigger(OctopodsDeliveryTrigger):
+    """
+    Poll Octopods until every SMS is final (``delivered``, ``read``, ``failed``, ``undelivered``).
+
+    Arguments as for :class:`OctopodsDeliveryTrigger`; the connection defaults to ``octopods_default``.
+    """
+
+    channel = SMS
+
+
+class OctopodsWhatsAppDeliveryTrigger(OctopodsDeliveryTrigger):
+    """
+    Poll Octopods until every WhatsApp message is final for ``wait_for`` (``delivered`` or ``read``).
+
+    Arguments as for :class:`OctopodsDeliveryTrigger`; the connection defaults to
+    ``octopods_whatsapp_default``. A wait on several messages reads the list of the newest 100
+    sends once per round.
+    """
+
+    channel = WHATSAPP
+
+
+#: The trigger of each channel, by the channel's name.
+DELIVERY_TRIGGERS: dict[str, type[OctopodsDeliveryTrigger]] = {
+    SMS.name: OctopodsSmsDeliveryTrigger,
+    WHATSAPP.name: OctopodsWhatsAppDeliveryTrigger,
+}
 
 
 def defer_wait(
     task: BaseOperator,
-    trigger: OctopodsSmsDeliveryTrigger,
+    trigger: OctopodsDeliveryTrigger,
     timeout: float,
     kwargs: dict[str, Any] | None = None,
 ) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_octopods.exceptions import OctopodsSendUnconfirmedError
 
 if TYPE_CHECKING:
-    from airflow_provider_octopods.models import SentSms
+    from airflow_provider_octopods.models import SentMessage
 
 #: The store key. Never rename it: retries of tasks in flight read what earlier tries wrote.
 STATE_KEY = "octopods_send"
@@ -44,9 +44,10 @@ class PreviousSend:
     sent_at: float
 
     @property
-    def message_id(self) -> int:
-        """The id of the SMS that was sent."""
-        return int(self.sent["message_id"])
+    def message_id(self) -> int | None:
+        """The id of the message that was sent (None: the workspace gives none)."""
+        message_id = self.sent.get("message_id")
+        return None if message_id is None else int(message_id)
 
 
 class SendLedger:
@@ -55,21 +56,24 @@ class SendLedger:
 
     :param store: the task state store accessor, or None where Airflow has none (before 3.3).
     :param generation: the task instance's ``max_tries``, which a manual Clear changes.
+    :param noun: how its messages name what is sent (``SMS``, ``WhatsApp message``).
     """
 
-    def __init__(self, store: Any, generation: int) -> None:
+    def __init__(self, store: Any, generation: int, noun: str = "SMS") -> None:
         self._store = store
         self._generation = generation
+        self.noun = noun
 
     @classmethod
-    def of(cls, context: Any) -> SendLedger:
+    def of(cls, context: Any, noun: str = "SMS") -> SendLedger:
         """
         Return the ledger of the task instance running with ``context``.
 
         :param context: the task context.
+        :param noun: how its messages name what is sent.
         """
         ti = context.get("ti")
-        return cls(context.get("task_state_store"), int(getattr(ti, "max_tries", 0) or 0))
+        return cls(context.get("task_state_store"), int(getattr(ti, "max_tries", 0) or 0), noun)
 
     @property
     def durable(self) -> bool:
@@ -90,8 +94,8 @@ class SendLedger:
             return None
         if not isinstance(entry.get("sent"), dict):
             raise OctopodsSendUnconfirmedError(
-                "An earlier try of this task was sending the SMS when it stopped, before Octopods' "
-                "answer was recorded: the SMS may have been sent, so it is not sent again. Check in "
+                f"An earlier try of this task was sending the {self.noun} when it stopped, before Octopods' "
+                f"answer was recorded: the {self.noun} may have been sent, so it is not sent again. Check in "
                 "Octopods whether it went out; clear the task to send it again."
             )
         return PreviousSend(dict(entry["sent"]), float(entry.get("sent_at") or time.time()))
@@ -106,7 +110,7 @@ class SendLedger:
         if self._store is not None:
             self._store.delete(STATE_KEY)
 
-    def record(self, sent: SentSms) -> PreviousSend:
+    def record(self, sent: SentMessage) -> PreviousSend:
         """
         Record an accepted send, so later tries resume it; return it.
 
@@ -123,8 +127,8 @@ class SendLedger:
             )
         except Exception as err:
             raise OctopodsSendUnconfirmedError(
-                f"SMS {sent.message_id} was sent, but recording it for retries failed "
-                f"({type(err).__name__}): it is not sent again. Wait on message_id {sent.message_id} "
-                "with an OctopodsSmsDeliverySensor, or check it in Octopods."
+                f"{sent.noun} was sent, but recording it for retries failed ({type(err).__name__}): "
+                f"it is not sent again. Wait on message_id {sent.message_id} with the channel's delivery "
+                "sensor, or check it in Octopods."
             ) from None
         return done
