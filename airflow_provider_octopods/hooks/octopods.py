@@ -549,7 +549,7 @@ def templates_call(active: bool | None = None, lang: str | None = None) -> Call:
 
 
 def send_call(
-    destination_phone: str, body: str, settings: ApiSettings, **options: Unpack[SendOptions]
+    destination_phone: Any, body: Any, settings: ApiSettings, **options: Unpack[SendOptions]
 ) -> tuple[Call, str | None]:
     """
     Check a send's arguments and return its call, and a warning about its cost if it has one.
@@ -617,7 +617,7 @@ def _json(payload: dict[str, Any]) -> bytes:
 
 
 def whatsapp_call(
-    template_id: int | str,
+    template_id: Any,
     destination_phone: str,
     variables: Any,
     settings: ApiSettings,
@@ -656,6 +656,35 @@ def whatsapp_call(
         subject=f"the WhatsApp message to {phone}",
         channel=WHATSAPP,
     )
+
+
+def prepared_send_call(channel: Channel, path: str, body: bytes, phone: str) -> Call:
+    """
+    Return the call of a send checked earlier (by :func:`send_call` or :func:`whatsapp_call`) and kept as its path and body.
+
+    A bulk send keeps each recipient's send this small, not as a :class:`Call`.
+
+    :param channel: the channel.
+    :param path: the send's path.
+    :param body: the send's JSON body.
+    :param phone: the number in E.164 form.
+    """
+    return Call(
+        "send",
+        "POST",
+        path,
+        body,
+        parse=lambda answer: dataclasses.replace(
+            SentMessage.from_api(answer), destination_phone=phone, channel=channel.name
+        ),
+        subject=f"the {channel.noun} to {phone}",
+        channel=channel,
+    )
+
+
+def may_send_again(err: OctopodsError) -> bool:
+    """Whether a failed send may be sent again at once: Octopods certainly did not process it, and it may pass (a 429)."""
+    return isinstance(err, OctopodsTransientError) and err.sent is Sent.NO
 
 
 def endpoint_call(
@@ -1875,6 +1904,24 @@ class OctopodsAsyncHook(_OctopodsHookBase, BaseHook):
         :param timeout: seconds (or a timedelta) this request may take at most.
         """
         return await self.shared_call(list_call(channel, LIST_LIMIT, timeout))  # type: ignore[no-any-return]
+
+    async def send_until_answered(self, call: Call, attempts: int = 10) -> SentMessage:
+        """
+        Send ``call`` once; while it certainly did not leave (:func:`may_send_again`: a 429, no
+        connection), wait :func:`~airflow_provider_octopods.utils.budget.retry_delay` and send it
+        again, at most ``attempts`` times. A 429 never loses nor doubles a message.
+
+        :param call: a prepared send.
+        :param attempts: the most tries.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self.call(call)  # type: ignore[no-any-return]
+            except OctopodsError as err:
+                if attempt == attempts or not may_send_again(err):
+                    raise
+                await asyncio.sleep(retry_delay(attempt, getattr(err, "retry_after", None)))
+        raise AssertionError("unreachable")
 
     async def prepare_whatsapp(
         self, template_id: int | str, destination_phone: str, message_variables: Any = None, **kwargs: Any

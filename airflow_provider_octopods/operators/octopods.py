@@ -4,27 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from airflow.providers.common.compat.sdk import BaseOperator, TaskDeferred, conf
 
 from airflow_provider_octopods.exceptions import (
+    OctopodsAuthError,
     OctopodsDeliveryError,
+    OctopodsError,
     OctopodsInputError,
     OctopodsTimeoutError,
     OctopodsWaitAfterSendError,
     Sent,
 )
 from airflow_provider_octopods.models import (
+    CHANNELS,
     DELIVERED,
+    KNOWN_STATUSES,
     SMS,
     WHATSAPP,
     Channel,
+    MessageStatus,
     SendArguments,
     SendOptions,
+    parse_literal,
     parse_wait_for,
+    reached,
     seconds,
 )
 from airflow_provider_octopods.triggers.octopods import (
@@ -34,13 +45,29 @@ from airflow_provider_octopods.triggers.octopods import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
     DELIVERY_TRIGGERS,
+    HEARTBEAT_INTERVAL,
     PollSchedule,
     ScheduledWait,
     defer_wait,
+    event_statuses,
     require_delivered,
     statuses_from_event,
 )
-from airflow_provider_octopods.utils.ledger import PreviousSend, SendLedger
+from airflow_provider_octopods.utils.bulk import (
+    INVALID,
+    REJECTED,
+    SENT,
+    UNCONFIRMED,
+    WAITING,
+    Outcome,
+    Recipient,
+    build_report,
+    chunks,
+    invalid_rows_error,
+    recipient_key,
+    report_table,
+)
+from airflow_provider_octopods.utils.ledger import BULK_CHUNK, BulkLedger, PreviousSend, SendLedger
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator, Sequence
@@ -53,7 +80,7 @@ if TYPE_CHECKING:
     from airflow_provider_octopods.models import SentMessage
     from airflow_provider_octopods.triggers.octopods import OctopodsDeliveryTrigger
 
-__all__ = ["OctopodsSendSmsOperator", "OctopodsSendWhatsAppTemplateOperator"]
+__all__ = ["OctopodsBulkSendOperator", "OctopodsSendSmsOperator", "OctopodsSendWhatsAppTemplateOperator"]
 
 #: The XCom key under which a deferring send-and-wait keeps what it sent, for a failed resume.
 SENT_XCOM_KEY = "octopods_sent"
@@ -500,3 +527,344 @@ def _never_resend(sent: dict[str, Any] | None, *, durable: bool = False, noun: s
         raise
     except BaseException as err:  # anything: execution_timeout, SIGTERM, a crash
         raise OctopodsWaitAfterSendError.after(sent, err, noun) from err
+
+
+#: The key of the XCom in which a deferring bulk send keeps every recipient's outcome.
+BULK_XCOM_KEY = "octopods_bulk"
+#: What ``on_invalid`` accepts.
+ON_INVALID = ("fail", "skip")
+
+
+class OctopodsBulkSendOperator(BaseOperator):
+    """
+    Send one message to each of many recipients, exactly once each, within the key's budget; wait once; report.
+
+    ``messages`` is a list (or an XCom of one) of dicts: ``destination_phone`` and ``body`` (SMS),
+    or ``template_id`` and ``message_variables`` (WhatsApp), and an optional ``key``: the
+    recipient's idempotency key (default: a hash of the number and the content). Rows with the
+    same key are sent once.
+
+    Every row is checked before the first send (the number normalised with the connection's
+    ``default_region``, the body sized, the template checked); with ``on_invalid="fail"`` nothing
+    is sent and the error lists up to 20 bad rows, with ``"skip"`` they are reported, not sent.
+    The sends then run concurrently in the worker (the async hook, ``window`` at a time) at the
+    connection's ``max_requests_per_second`` (adaptive to HTTP 429 when unset); a 429 is sent
+    again after its ``Retry-After``, never lost nor doubled. On Airflow 3.3+ each window is
+    marked in the task state store before it leaves and recorded after: a retried or
+    cleared-then-retried try sends only what was never sent, and reports what was in flight when
+    a try died as ``unconfirmed`` (``resend_unconfirmed=True`` sends those again, at the risk of a
+    second message). Before 3.3 any failure after the first send fails without retry.
+
+    With ``wait_for_delivery`` (the default) one wait covers every message (deferred to the
+    triggerer with ``deferrable``; WhatsApp reads the list of sends). The task returns the
+    delivery report: counts by status, failure reasons with counts, ``delivered_ratio``, and
+    the first 100 rows not delivered (key, number, message id, status, reason); the log ends with
+    the same summary. Below ``min_delivered_ratio`` the task fails (without retry: the messages
+    went out). See :doc:`/bulk`.
+
+    .. seealso::
+        :ref:`howto/operator:OctopodsBulkSendOperator`
+
+    :param messages: the messages (templated): a list of dicts, or an XCom of one.
+    :param channel: ``sms`` or ``whatsapp``.
+    :param wait_for_delivery: wait until every message is final, then report.
+    :param wait_for: ``delivered`` or ``read`` (WhatsApp).
+    :param deferrable: wait in the triggerer instead of a worker slot.
+    :param timeout: seconds (or a timedelta) to wait for final statuses after the last send.
+    :param poll_interval: seconds (or a timedelta) between polls of the wait.
+    :param initial_delay: seconds (or a timedelta) between the last send and the first poll.
+    :param on_invalid: ``fail`` (send nothing when a row is invalid) or ``skip`` (report it).
+    :param min_delivered_ratio: fail the task when fewer than this share of recipients (0 to 1)
+        reached ``wait_for`` (of ``sent``, without a wait); None never fails on it.
+    :param octopods_conn_id: the Octopods connection (default: the channel's).
+    :param window: recipients sent concurrently and marked together (1 to 200).
+    :param resend_unconfirmed: send again the recipients an earlier try may have sent.
+    :param fail_fast: end the wait at the first failed message.
+    :param max_segments: SMS: refuse a row whose text takes more segments than this.
+    :param check_template: WhatsApp: check each template before any send.
+    """
+
+    template_fields: Sequence[str] = ("messages",)
+    ui_color = "#7b5cff"
+
+    def __init__(
+        self,
+        *,
+        messages: Any = None,
+        channel: str = SMS.name,
+        wait_for_delivery: bool = True,
+        wait_for: str = DELIVERED,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        poll_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
+        initial_delay: float | timedelta = DEFAULT_INITIAL_DELAY,
+        on_invalid: str = "fail",
+        min_delivered_ratio: float | None = None,
+        octopods_conn_id: str | None = None,
+        window: int = 50,
+        resend_unconfirmed: bool = False,
+        fail_fast: bool = False,
+        max_segments: int | None = None,
+        check_template: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if channel not in CHANNELS:
+            raise OctopodsInputError("channel", f"got {channel!r:.30}; pass 'sms' or 'whatsapp'.")
+        if on_invalid not in ON_INVALID:
+            raise OctopodsInputError("on_invalid", f"got {on_invalid!r:.30}; pass 'fail' or 'skip'.")
+        if min_delivered_ratio is not None and not 0 <= min_delivered_ratio <= 1:
+            raise OctopodsInputError(
+                "min_delivered_ratio", f"got {min_delivered_ratio!r}; pass a number from 0 to 1."
+            )
+        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= BULK_CHUNK:
+            raise OctopodsInputError("window", f"got {window!r:.20}; pass a number from 1 to {BULK_CHUNK}.")
+        self.messages = messages
+        self.channel = CHANNELS[channel]
+        self.wait_for_delivery = wait_for_delivery
+        self.wait_for = parse_wait_for(wait_for)
+        self.deferrable = deferrable
+        self.timeout = seconds(timeout, "timeout")
+        self.schedule = PollSchedule.of(initial_delay, poll_interval, 1.0, poll_interval)
+        self.on_invalid = on_invalid
+        self.min_delivered_ratio = min_delivered_ratio
+        self.octopods_conn_id = octopods_conn_id or self.channel.conn_id
+        self.window = window
+        self.resend_unconfirmed = resend_unconfirmed
+        self.fail_fast = fail_fast
+        self.max_segments = max_segments
+        self.check_template = check_template
+
+    # -- the rows ---------------------------------------------------------------------------
+
+    def _rows(self, context: Context) -> Iterator[Any]:
+        """Yield the messages to send, as given (a subclass reads them elsewhere)."""
+        messages = self.messages
+        if isinstance(messages, str):
+            messages = parse_literal(messages.strip())
+        if isinstance(messages, Mapping) or not isinstance(messages, Iterable) or isinstance(messages, str):
+            raise OctopodsInputError(
+                "messages", "pass a list of dicts (destination_phone, body or template_id)."
+            )
+        yield from messages
+
+    def _check(self, context: Context) -> tuple[list[Recipient], list[Outcome], int]:
+        """Check every row before any send; return the recipients, the invalid rows' outcomes, the duplicates."""
+        from airflow_provider_octopods.hooks import octopods as hooks
+
+        hook = hooks.OctopodsHook(self.octopods_conn_id, max_retries=2)
+        try:
+            settings = hook.settings()
+            settings.proxy  # noqa: B018  # an unusable proxy fails here, before anything leaves
+            templates = (
+                hook.list_whatsapp_templates() if self.channel is WHATSAPP and self.check_template else None
+            )
+        finally:
+            hook.close()
+        recipients: list[Recipient] = []
+        invalid: list[Outcome] = []
+        seen: set[str] = set()
+        duplicates = costly = 0
+        for number, item in enumerate(self._rows(context), start=1):
+            row: Mapping[str, Any] = item if isinstance(item, Mapping) else {}
+            given: Any = row.get("destination_phone")
+            try:
+                if not isinstance(item, Mapping):
+                    raise OctopodsInputError("message", f"got {type(item).__name__}; give a dict.")
+                if self.channel is WHATSAPP:
+                    call = hooks.whatsapp_call(
+                        row.get("template_id"),
+                        given,
+                        row.get("message_variables"),
+                        settings,
+                        templates,
+                        row.get("header_attachment_url"),
+                    )
+                else:
+                    call, warning = hooks.send_call(
+                        given, row.get("body"), settings, max_segments=self.max_segments
+                    )
+                    costly += warning is not None
+                phone = json.loads(call.body or b"{}")["destination_phone"]
+                key = (
+                    str(row["key"])
+                    if row.get("key") not in (None, "")
+                    else recipient_key(phone, (call.path, call.body))
+                )
+            except OctopodsInputError as err:
+                label = f"row {number}" + (f" (key {row['key']})" if row.get("key") else "")
+                invalid.append(Outcome(label, str(given), INVALID, reason=str(err)))
+                continue
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            recipients.append(Recipient(key, phone, call.path, call.body or b""))
+        if costly:
+            self.log.warning(
+                "%d SMS texts are sent in UCS-2 because of one character each; they cost more segments.",
+                costly,
+            )
+        total = len(recipients) + len(invalid) + duplicates
+        if invalid and self.on_invalid == "fail":
+            raise OctopodsInputError(
+                "messages", invalid_rows_error([(o.key, o.reason or "") for o in invalid], total)
+            )
+        for outcome in invalid:
+            self.log.warning("Not sending %s (%s): %s", outcome.key, outcome.phone, outcome.reason)
+        self.log.info(
+            "Checked %d rows: %d recipients to send, %d invalid, %d duplicate keys.",
+            total,
+            len(recipients),
+            len(invalid),
+            duplicates,
+        )
+        return recipients, invalid, duplicates
+
+    # -- the sends --------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ledger = BulkLedger.of(context)
+        recipients, outcomes, _ = self._check(context)
+        previous = ledger.previous()
+        fresh: list[Recipient] = []
+        for recipient in recipients:
+            before = previous.get(recipient.key)
+            if before is None or (before[0] == UNCONFIRMED and self.resend_unconfirmed):
+                fresh.append(recipient)
+            else:
+                state, phone, message_id, reason = before
+                outcomes.append(Outcome(recipient.key, phone, state, message_id, reason))
+        if previous:
+            self.log.info(
+                "An earlier try sent %d of these recipients (%d unconfirmed); sending the %d others.",
+                len(recipients) - len(fresh),
+                sum(1 for o in outcomes if o.state == UNCONFIRMED),
+                len(fresh),
+            )
+        with _never_resend(
+            {"message_id": "(see the report)"} if outcomes else None,
+            durable=ledger.durable,
+            noun=self.channel.plural,
+        ):
+            outcomes += asyncio.run(self._send_all(fresh, ledger))
+        ids = [o.message_id for o in outcomes if o.state == SENT and o.message_id is not None]
+        if not self.wait_for_delivery or not ids:
+            return self._finish(context, outcomes, None)
+        trigger = DELIVERY_TRIGGERS[self.channel.name](
+            message_ids=ids,
+            octopods_conn_id=self.octopods_conn_id,
+            end_time=time.time() + self.timeout,
+            wait_for=self.wait_for,
+            fail_fast=self.fail_fast,
+            max_concurrency=self.window,
+            **self.schedule.as_kwargs(),
+        )
+        if self.deferrable:
+            context["ti"].xcom_push(key=BULK_XCOM_KEY, value=[_outcome_list(o) for o in outcomes])
+            defer_wait(self, trigger, self.timeout)
+        return self._finish(context, outcomes, self._wait_in_process(trigger))
+
+    async def _send_all(self, recipients: Sequence[Recipient], ledger: BulkLedger) -> list[Outcome]:
+        """Send ``recipients`` a window at a time, each window marked before and recorded after."""
+        from airflow_provider_octopods.hooks import octopods as hooks
+
+        outcomes: list[Outcome] = []
+        started = last_said = time.monotonic()
+        async with hooks.OctopodsAsyncHook(self.octopods_conn_id) as hook:
+
+            async def send(recipient: Recipient) -> Outcome:
+                call = hooks.prepared_send_call(self.channel, recipient.path, recipient.body, recipient.phone)
+                try:
+                    sent = await hook.send_until_answered(call)
+                except OctopodsError as err:
+                    if isinstance(err, OctopodsAuthError):
+                        raise
+                    state = REJECTED if err.sent in (None, Sent.NO) else UNCONFIRMED
+                    self.log.warning(
+                        "The %s to %s was not sent (%s): %s", self.channel.noun, recipient.phone, state, err
+                    )
+                    return Outcome(recipient.key, recipient.phone, state, reason=str(err))
+                return Outcome(recipient.key, recipient.phone, SENT, sent.message_id)
+
+            for window in chunks(recipients, self.window):
+                number = ledger.sending(window)
+                results = await asyncio.gather(*(send(r) for r in window), return_exceptions=True)
+                done = [r for r in results if isinstance(r, Outcome)]
+                ledger.record(number, done)
+                outcomes += done
+                errors = [r for r in results if isinstance(r, BaseException)]
+                if errors:
+                    raise errors[0]
+                now = time.monotonic()
+                if now - last_said >= HEARTBEAT_INTERVAL or len(outcomes) == len(recipients):
+                    last_said = now
+                    sent_count = sum(1 for o in outcomes if o.state == SENT)
+                    self.log.info(
+                        "Sent %d of %d %s (%.1f/s); %d not sent, %d unconfirmed.",
+                        sent_count,
+                        len(recipients),
+                        self.channel.plural,
+                        len(outcomes) / max(now - started, 1e-3),
+                        sum(1 for o in outcomes if o.state == REJECTED),
+                        sum(1 for o in outcomes if o.state == UNCONFIRMED),
+                    )
+        return outcomes
+
+    _wait_in_process = staticmethod(OctopodsSendOperatorBase._wait_in_process)
+
+    # -- the report -------------------------------------------------------------------------
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """
+        Finish after the wait: the report (and ``min_delivered_ratio``); never sends anything.
+
+        :param context: the task context.
+        :param event: the trigger's event payload.
+        """
+        ti = context["ti"]
+        kept = ti.xcom_pull(task_ids=ti.task_id, key=BULK_XCOM_KEY, map_indexes=ti.map_index) or []
+        return self._finish(context, [Outcome(*item) for item in kept], event)
+
+    def _finish(
+        self, context: Context, outcomes: list[Outcome], event: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        success = {SENT}
+        if event is not None:
+            _, last = event_statuses(event)
+            for outcome in outcomes:
+                status = last.get(outcome.message_id) if outcome.message_id is not None else None
+                if outcome.state == SENT and outcome.message_id is not None:
+                    outcome.status = status.status if status else WAITING
+                    outcome.reason = (
+                        status.failure_reason if status else "no status seen before the wait ended"
+                    )
+                    if status and reached(status, self.wait_for) is None:
+                        outcome.status, outcome.reason = (
+                            WAITING,
+                            f"last status '{status.status}' when the wait ended",
+                        )
+            success = {
+                s for s in KNOWN_STATUSES if reached(MessageStatus(1, s, read_at=_EPOCH), self.wait_for)
+            }
+        report = build_report(outcomes, success)
+        self._write_results(context, outcomes)
+        self.log.info("Bulk send report:\n%s", report_table(report))
+        ratio = self.min_delivered_ratio
+        if ratio is not None and report["delivered_ratio"] < ratio:
+            raise OctopodsDeliveryError(
+                f"Only {report['delivered_ratio']:.1%} of {report['recipients']} recipients reached "
+                f"'{self.wait_for if event is not None else SENT}', below min_delivered_ratio {ratio:.1%}. "
+                f"Counts: {report['counts']}. Nothing is sent again."
+            )
+        return report
+
+    def _write_results(self, context: Context, outcomes: list[Outcome]) -> None:
+        """Write one row per recipient somewhere (the SQL operator: ``results_table``)."""
+
+
+def _outcome_list(outcome: Outcome) -> list[Any]:
+    return [outcome.key, outcome.phone, outcome.state, outcome.message_id, outcome.reason]
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)

@@ -84,6 +84,7 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
     :param max_concurrency: requests in flight at once when waiting on many messages.
     :param wait_for: ``delivered`` (``read`` and ``deleted`` count too) or ``read`` (delivered is
         not final; at the deadline a delivered but unread message fails the wait).
+    :param fail_fast: fail at the first message that fails, without waiting for the others.
     """
 
     template_fields: Sequence[str] = ("message_id", "message_ids")
@@ -98,6 +99,7 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
         message_ids: Any = None,
         octopods_conn_id: str | None = None,
         wait_for: str = DELIVERED,
+        fail_fast: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float | timedelta = wait.DEFAULT_POLL_INTERVAL,
         timeout: float | timedelta = wait.DEFAULT_TIMEOUT,
@@ -117,6 +119,7 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
         self.message_ids = message_ids
         self.octopods_conn_id = octopods_conn_id or self.channel.conn_id
         self.wait_for = parse_wait_for(wait_for)
+        self.fail_fast = fail_fast
         self.deferrable = deferrable
         self.schedule = wait.PollSchedule.of(
             initial_delay, poke_interval, backoff_factor, max_poll_interval, interval_field="poke_interval"
@@ -152,7 +155,9 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
             schedule = wait.PollSchedule(
                 0.0, self.schedule.poll_interval, 1.0, self.schedule.max_poll_interval
             )
-            self._engine = wait.WaitEngine(self._ids(), schedule, None, self.wait_for, self.channel)
+            self._engine = wait.WaitEngine(
+                self._ids(), schedule, None, self.wait_for, self.channel, self.fail_fast
+            )
         return self._engine
 
     def _result(self, statuses: list[MessageStatus]) -> Any:
@@ -190,6 +195,7 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
             end_time=time.time() + self.timeout,
             max_concurrency=self.max_concurrency,
             wait_for=self.wait_for,
+            fail_fast=self.fail_fast,
             **self.schedule.as_kwargs(),
         )
         wait.defer_wait(self, trigger, self.timeout)

@@ -89,6 +89,8 @@ DEFER_TIMEOUT_GRACE = 300.0
 #: A poll that changes no status is logged at INFO only this often (seconds); else at DEBUG, so a
 #: triggerer running a thousand waits does not write a line per poll (``benchmarks/``).
 STILL_WAITING_LOG_INTERVAL = 600.0
+#: A wait on several messages logs its progress (counts, rate, time left) at most this often (seconds).
+HEARTBEAT_INTERVAL = 60.0
 #: The event statuses: every message final, the deadline passed, a permanent error.
 DONE, TIMEOUT, ERROR = "done", "timeout", "error"
 
@@ -221,6 +223,7 @@ class WaitEngine:
     :param end_time: the deadline (UNIX time), or None to wait until every message is final.
     :param wait_for: ``delivered`` or ``read`` (:func:`~airflow_provider_octopods.models.reached`).
     :param channel: the channel of the messages.
+    :param fail_fast: end the wait at the first message that fails, without waiting for the others.
     """
 
     def __init__(
@@ -230,12 +233,15 @@ class WaitEngine:
         end_time: float | None = None,
         wait_for: str = DELIVERED,
         channel: Channel = SMS,
+        fail_fast: bool = False,
     ) -> None:
         self.message_ids = list(message_ids)
         self.schedule = schedule
         self.end_time = end_time
         self.wait_for = wait_for
         self.channel = channel
+        self.fail_fast = fail_fast
+        self._started: float | None = None
         self.pending = list(self.message_ids)
         self.last: dict[int, MessageStatus] = {}
         self.failures = 0
@@ -275,6 +281,7 @@ class WaitEngine:
         step = Step()
         retry_after: float | None = None
         transient = False
+        self._started = now if self._started is None else self._started
         for message_id, result in zip(self.pending, results, strict=False):
             if isinstance(result, OctopodsTransientError):
                 transient = True
@@ -290,10 +297,15 @@ class WaitEngine:
                 return step
             else:
                 self._record(message_id, result, step)
+        failed_now = self.fail_fast and any(
+            reached(self.last[i], self.wait_for) is False for i in self.pending if i in self.last
+        )
         self.pending = [
             i for i in self.pending if i not in self.last or reached(self.last[i], self.wait_for) is None
         ]
-        if not self.pending:
+        if failed_now and self.pending:
+            step.event = self._event(DONE, "stopped at the first failure (fail_fast)", pending=self.pending)
+        elif not self.pending:
             step.event = self._event(
                 DONE, f"{len(self.message_ids)} {self.channel.plural} reached a final status."
             )
@@ -334,6 +346,9 @@ class WaitEngine:
 
     def _still_waiting(self, step: Step, now: float) -> None:
         """Log the wait at INFO when a status changed (or every so often), else at DEBUG."""
+        if len(self.message_ids) > 1:
+            self._heartbeat(step, now)
+            return
         summary = ", ".join(
             f"{i}: {self.last[i].status}" if i in self.last else str(i) for i in self.pending[:5]
         )
@@ -345,6 +360,40 @@ class WaitEngine:
                 level,
                 "Waiting on %d %s (%s); next poll in %.1f s.",
                 (len(self.pending), self.channel.plural, summary, step.delay),
+            )
+        )
+
+    def _heartbeat(self, step: Step, now: float) -> None:
+        """A wait on several messages: their counts, the rate and the time left, at INFO at most once a minute."""
+        level = logging.DEBUG
+        if now - self._said_at >= HEARTBEAT_INTERVAL:
+            self._said_at, level = now, logging.INFO
+        final = [self.last[i] for i in self.message_ids if i not in self.pending]
+        ok = sum(1 for s in final if reached(s, self.wait_for))
+        rate = len(final) / max(now - (self._started or now), 1.0)
+        seconds_left = max(self.end_time - now, 0) if self.end_time else None
+        left = (
+            "no deadline"
+            if seconds_left is None
+            else f"{seconds_left:.0f} s left"
+            if seconds_left < 120
+            else f"{seconds_left / 60:.0f} min left"
+        )
+        step.logs.append(
+            (
+                level,
+                "Waiting on %d of %d %s: %d %s, %d failed; %.1f final/s; %s; next poll in %.1f s.",
+                (
+                    len(self.pending),
+                    len(self.message_ids),
+                    self.channel.plural,
+                    ok,
+                    self.wait_for,
+                    len(final) - ok,
+                    rate,
+                    left,
+                    step.delay,
+                ),
             )
         )
 
@@ -383,15 +432,17 @@ def statuses_from_event(event: dict[str, Any] | None, timeout: float | None) -> 
     :param timeout: the wait's timeout in seconds, named in the timeout error.
     :return: one terminal status per message id, in input order.
     """
-    if not event:
-        raise OctopodsError("The Octopods trigger ended without an event.")
-    ids = [int(i) for i in event.get("message_ids", [])]
-    last = {
-        i: MessageStatus.from_dict(s)
-        for i, s in zip(ids, event.get("statuses", []), strict=False)
-        if s is not None
-    }
-    status = event.get("status")
+    ids, last = event_statuses(event)
+    event = event or {}  # event_statuses refused an empty one
+    status = event["status"]
+    if status == DONE and event.get("pending"):  # fail_fast: a message failed, the others were not awaited
+        failure = (
+            failure_message(list(last.values()), event.get("wait_for", DELIVERED)) or "A message failed."
+        )
+        raise OctopodsDeliveryError(
+            f"{failure}\nStopped at the first failure (fail_fast): {len(event['pending'])} other message(s) "
+            "were still waiting and were not waited for."
+        )
     if status == DONE:
         return [last[i] for i in ids]
     if status == TIMEOUT:
@@ -406,9 +457,24 @@ def statuses_from_event(event: dict[str, Any] | None, timeout: float | None) -> 
                 channel.noun,
             )
         )
-    if status == ERROR:
-        raise error_from_dict(event.get("error") or {"message": event.get("message")})
     raise OctopodsError(f"The Octopods trigger sent an event this provider does not know: {status!r}.")
+
+
+def event_statuses(event: dict[str, Any] | None) -> tuple[list[int], dict[int, MessageStatus]]:
+    """
+    Return the ids a wait event covers and the last status seen of each, or raise its error.
+
+    A bulk send reads its report from this: a timed-out or fail-fast wait is no error there.
+
+    :param event: the event payload.
+    """
+    if not event:
+        raise OctopodsError("The Octopods trigger ended without an event.")
+    if event.get("status") == ERROR:
+        raise error_from_dict(event.get("error") or {"message": event.get("message")})
+    ids = [int(i) for i in event.get("message_ids", [])]
+    statuses = zip(ids, event.get("statuses", []), strict=False)
+    return ids, {i: MessageStatus.from_dict(s) for i, s in statuses if s is not None}
 
 
 def require_delivered(
@@ -493,6 +559,7 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
     :param backoff_factor: how much the interval grows after each poll (1 keeps it fixed).
     :param max_concurrency: requests in flight at once when waiting on many messages.
     :param wait_for: ``delivered`` or ``read``.
+    :param fail_fast: end the wait at the first message that fails, without waiting for the others.
     """
 
     #: The channel of the messages: a subclass names it (the trigger's kwargs never hold it).
@@ -511,6 +578,7 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         wait_for: str = DELIVERED,
+        fail_fast: bool = False,
     ) -> None:
         super().__init__()
         if (message_id is None) == (message_ids is None):
@@ -518,6 +586,7 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
         self.message_id = None if message_id is None else validate_message_id(message_id)
         self.message_ids = None if message_ids is None else validate_message_ids(message_ids)
         self.wait_for = parse_wait_for(wait_for)
+        self.fail_fast = bool(fail_fast)
         self.octopods_conn_id = octopods_conn_id or self.channel.conn_id
         self.schedule = PollSchedule.of(initial_delay, poll_interval, backoff_factor, max_poll_interval)
         self.end_time = deadline(end_time)
@@ -539,6 +608,7 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
                 "message_ids": self.message_ids,
                 "max_concurrency": self.max_concurrency,
                 "wait_for": self.wait_for,
+                **({"fail_fast": True} if self.fail_fast else {}),
                 **self.schedule.as_kwargs(),
             },
         )
@@ -555,7 +625,9 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until every message is terminal, the deadline passes or a permanent error occurs."""
         hooks = await _hooks_module()
-        engine = WaitEngine(self.ids, self.schedule, self.end_time, self.wait_for, self.channel)
+        engine = WaitEngine(
+            self.ids, self.schedule, self.end_time, self.wait_for, self.channel, self.fail_fast
+        )
         hook: OctopodsAsyncHook = hooks.OctopodsAsyncHook(self.octopods_conn_id)
         try:
             while True:

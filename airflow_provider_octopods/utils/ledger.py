@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_octopods.exceptions import OctopodsSendUnconfirmedError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from airflow_provider_octopods.models import SentMessage
 
 #: The store key. Never rename it: retries of tasks in flight read what earlier tries wrote.
@@ -132,3 +134,104 @@ class SendLedger:
                 "sensor, or check it in Octopods."
             ) from None
         return done
+
+
+#: The bulk ledger's manifest key (how many chunks), and the prefix of its chunk keys.
+BULK_KEY = "octopods_bulk"
+#: Recipients per chunk (one state-store value each): about 60 bytes a recipient, so a chunk
+#: stays far below Airflow's ``[state_store] max_value_storage_bytes`` (64 KB by default).
+BULK_CHUNK = 200
+
+
+class BulkLedger:
+    """
+    A bulk send's recipients, chunk by chunk, read and written through ``context["task_state_store"]``.
+
+    Before a chunk leaves, its recipients are marked ``sending`` (one value per chunk, under
+    ``octopods_bulk_<n>``, and the manifest ``octopods_bulk`` counts the chunks); after, the chunk
+    records what became of each: its message id, or ``unconfirmed``, or that nothing was sent (a
+    retry may send those). A later try of the same generation reads every chunk back: a recipient
+    marked sending and never recorded was in flight when a try died: ``unconfirmed``.
+
+    :param store: the task state store accessor, or None before Airflow 3.3.
+    :param generation: the task instance's ``max_tries``, which a manual Clear changes.
+    """
+
+    def __init__(self, store: Any, generation: int) -> None:
+        self._store = store
+        self._generation = generation
+        self._chunks = 0
+
+    @classmethod
+    def of(cls, context: Any) -> BulkLedger:
+        """
+        Return the bulk ledger of the task instance running with ``context``.
+
+        :param context: the task context.
+        """
+        ti = context.get("ti")
+        return cls(context.get("task_state_store"), int(getattr(ti, "max_tries", 0) or 0))
+
+    @property
+    def durable(self) -> bool:
+        """Whether sends are remembered across tries (Airflow 3.3+)."""
+        return self._store is not None
+
+    def _get(self, key: str) -> dict[str, Any] | None:
+        entry = self._store.get(key) if self._store is not None else None
+        return entry if isinstance(entry, dict) and entry.get("generation") == self._generation else None
+
+    def previous(self) -> dict[str, list[Any]]:
+        """
+        Return what earlier tries of this generation did, by recipient key.
+
+        Each value is ``[state, phone, message_id, reason]``: ``sent`` (``message_id`` None when the
+        workspace gives no id), ``unconfirmed`` (in flight when a try died, or no clear answer).
+        Recipients a try certainly did not send are left out: they may be sent.
+        """
+        manifest = self._get(BULK_KEY)
+        self._chunks = int(manifest["chunks"]) if manifest else 0
+        done: dict[str, list[Any]] = {}
+        for number in range(self._chunks):
+            chunk = self._get(f"{BULK_KEY}_{number}") or {}
+            if "outcomes" in chunk:
+                done.update({key: value for key, *value in chunk["outcomes"]})
+            else:
+                done.update(
+                    {
+                        key: ["unconfirmed", phone, None, "in flight when a try stopped"]
+                        for key, phone in chunk.get("sending", [])
+                    }
+                )
+        return done
+
+    def sending(self, recipients: Sequence[Any]) -> int:
+        """
+        Mark ``recipients`` (each with ``key`` and ``phone``) as about to leave; return the chunk's number.
+
+        :param recipients: the chunk.
+        """
+        number, self._chunks = self._chunks, self._chunks + 1
+        if self._store is not None:
+            self._store.set(BULK_KEY, {"generation": self._generation, "chunks": self._chunks})
+            self._store.set(
+                f"{BULK_KEY}_{number}",
+                {"generation": self._generation, "sending": [[r.key, r.phone] for r in recipients]},
+            )
+        return number
+
+    def record(self, number: int, outcomes: Sequence[Any]) -> None:
+        """
+        Record what became of chunk ``number``: sent (with ids), unconfirmed, or not sent.
+
+        :param number: the chunk's number, from :meth:`sending`.
+        :param outcomes: each recipient's :class:`~airflow_provider_octopods.utils.bulk.Outcome`.
+        """
+        if self._store is None:
+            return
+        kept = [
+            [o.key, o.state, o.phone, o.message_id, o.reason]
+            for o in outcomes
+            if o.state in ("sent", "unconfirmed")
+        ]
+        self._store.set(f"{BULK_KEY}_{number}", {"generation": self._generation, "outcomes": kept})

@@ -246,7 +246,7 @@ def check_template(
     if template.media and not header_attachment_url:
         raise OctopodsInputError(
             "header_attachment_url",
-            f"template {template_id} ({template.name}) has a {template.media.lower()} header; give the "
+            f"template {template_id} ({template.name}) has a media header ({template.media.lower()}); give the "
             f"public URL of the {template.media.lower()} to send in it.",
         )
     if header_attachment_url and not template.media:

@@ -1,0 +1,172 @@
+"""Transfer operator: rows of a SQL query to Octopods, one message per row, exactly once each."""
+
+from __future__ import annotations
+
+import re
+from contextlib import closing
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_octopods.exceptions import OctopodsInputError
+from airflow_provider_octopods.operators.octopods import OctopodsBulkSendOperator
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    import jinja2
+    from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+    from airflow_provider_octopods.utils.bulk import Outcome
+
+__all__ = ["SqlToOctopodsOperator"]
+
+#: Rows fetched from the cursor at a time: the result is never held in memory whole.
+FETCH_SIZE = 1000
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}")
+#: The columns of ``results_table``, one row per recipient.
+RESULT_COLUMNS = ("run_id", "recipient_key", "destination_phone", "message_id", "status", "reason")
+
+
+class SqlToOctopodsOperator(OctopodsBulkSendOperator):
+    """
+    Send one SMS or WhatsApp template per row of a SQL query, exactly once each; wait; report.
+
+    The rows are read through the connection's ``DbApiHook`` (``common.sql``: PostgreSQL, MySQL,
+    SQLite, Snowflake ...), :data:`FETCH_SIZE` at a time. For each row, ``body`` (SMS) or each
+    text of ``message_variables`` (WhatsApp) is a Jinja template rendered with the task's context
+    and ``row`` (the row as a dict by column name): ``"Hi {{ row.name }}, order {{ row.order_id }}
+    has shipped."``. Everything else (checks before the first send, exactly once per recipient,
+    the budget, one wait, the report, ``on_invalid``, ``min_delivered_ratio``) is
+    :class:`~airflow_provider_octopods.operators.octopods.OctopodsBulkSendOperator`'s. With
+    ``results_table`` one row per recipient is written back through the same hook (the table must
+    exist, with the columns of :data:`RESULT_COLUMNS`; a retry replaces the rows of its run).
+
+    .. seealso::
+        :ref:`howto/operator:SqlToOctopodsOperator`
+
+    :param sql: the query (templated).
+    :param conn_id: the database connection.
+    :param phone_column: the column of the recipient's number.
+    :param key_column: the column of the recipient's idempotency key (default: a hash of the
+        number and the content).
+    :param body: SMS: the text, a Jinja template rendered per row.
+    :param template_id: WhatsApp: the template (or a Jinja template of it, rendered per row).
+    :param message_variables: WhatsApp: the variables, each text a Jinja template rendered per row.
+    :param channel: ``sms`` or ``whatsapp`` (default: ``whatsapp`` when ``template_id`` is given).
+    :param parameters: the query's parameters.
+    :param results_table: a table to write one row per recipient to, through the same hook.
+    :param kwargs: the arguments of ``OctopodsBulkSendOperator`` (``wait_for_delivery``, ``deferrable``,
+        ``timeout``, ``poll_interval``, ``on_invalid``, ``min_delivered_ratio``, ``octopods_conn_id`` ...).
+    """
+
+    template_fields: Sequence[str] = ("sql", "parameters")
+    template_fields_renderers = {"sql": "sql"}
+
+    def __init__(
+        self,
+        *,
+        sql: str,
+        conn_id: str,
+        phone_column: str = "phone",
+        key_column: str | None = None,
+        body: str | None = None,
+        template_id: int | str | None = None,
+        message_variables: Any = None,
+        channel: str | None = None,
+        parameters: Mapping[str, Any] | Sequence[Any] | None = None,
+        results_table: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if (body is None) == (template_id is None):
+            raise OctopodsInputError(
+                "body", "pass body (an SMS) or template_id (a WhatsApp template), not both."
+            )
+        if results_table is not None and not _TABLE.fullmatch(results_table):
+            raise OctopodsInputError(
+                "results_table", f"{results_table!r:.60} is not a table name; give e.g. 'sms_results'."
+            )
+        super().__init__(channel=channel or ("sms" if body is not None else "whatsapp"), **kwargs)
+        self.sql = sql
+        self.conn_id = conn_id
+        self.phone_column = phone_column
+        self.key_column = key_column
+        self.body = body
+        self.template_id = template_id
+        self.message_variables = message_variables
+        self.parameters = parameters
+        self.results_table = results_table
+
+    def _db_hook(self) -> DbApiHook:
+        from airflow.providers.common.compat.sdk import BaseHook
+        from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+        hook = BaseHook.get_connection(self.conn_id).get_hook()
+        if not isinstance(hook, DbApiHook):
+            raise OctopodsInputError(
+                "conn_id", f"connection '{self.conn_id}' has no SQL hook ({type(hook).__name__})."
+            )
+        return hook
+
+    def _rows(self, context: Context) -> Iterator[Any]:
+        """Yield one message per row, rendered with ``row``, reading the cursor in chunks."""
+        env = self.get_template_env()
+        body = env.from_string(self.body) if self.body is not None else None
+        template_id = env.from_string(str(self.template_id)) if self.template_id is not None else None
+        variables = _compile(env, self.message_variables)
+        hook = self._db_hook()
+        with closing(hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
+            cursor.execute(self.sql, self.parameters) if self.parameters else cursor.execute(self.sql)
+            names = [column[0] for column in cursor.description or ()]
+            if self.phone_column not in names:
+                raise OctopodsInputError(
+                    "phone_column", f"the query has no column {self.phone_column!r}; its columns: {names}."
+                )
+            while rows := cursor.fetchmany(FETCH_SIZE):
+                for values in rows:
+                    row = dict(zip(names, values, strict=False))
+                    scope = {**context, "row": row}
+                    message: dict[str, Any] = {"destination_phone": row[self.phone_column]}
+                    if self.key_column:
+                        message["key"] = row.get(self.key_column)
+                    if body is not None:
+                        message["body"] = body.render(scope)
+                    if template_id is not None:
+                        message["template_id"] = template_id.render(scope)
+                        message["message_variables"] = _render(variables, scope)
+                    yield message
+
+    def _write_results(self, context: Context, outcomes: list[Outcome]) -> None:
+        """Replace this run's rows of ``results_table`` with one row per recipient."""
+        if not self.results_table:
+            return
+        hook = self._db_hook()
+        run_id = context["run_id"]
+        hook.run(f"DELETE FROM {self.results_table} WHERE run_id = {hook.placeholder}", parameters=(run_id,))
+        rows = [
+            (run_id, o.key, o.phone, o.message_id, o.status or o.state, (o.reason or "")[:1000])
+            for o in outcomes
+        ]
+        hook.insert_rows(self.results_table, rows, target_fields=list(RESULT_COLUMNS), commit_every=1000)
+        self.log.info("Wrote %d rows to %s.", len(rows), self.results_table)
+
+
+def _compile(env: jinja2.Environment, value: Any) -> Any:
+    """Compile every text of ``value`` (a text, a list or a dict of them) into a Jinja template."""
+    if isinstance(value, str):
+        return env.from_string(value)
+    if isinstance(value, dict):
+        return {k: _compile(env, v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_compile(env, v) for v in value]
+    return value
+
+
+def _render(value: Any, scope: Mapping[str, Any]) -> Any:
+    """Render what :func:`_compile` compiled."""
+    if hasattr(value, "render"):
+        return value.render(scope)
+    if isinstance(value, dict):
+        return {k: _render(v, scope) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render(v, scope) for v in value]
+    return value

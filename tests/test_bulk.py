@@ -1,0 +1,288 @@
+"""
+Bulk sends: ``OctopodsBulkSendOperator`` and ``SqlToOctopodsOperator`` in real ``dag.test()`` runs
+against the simulator, and the bulk ledger's rules with a store in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from airflow_provider_octopods.exceptions import OctopodsInputError
+from airflow_provider_octopods.operators.octopods import OctopodsBulkSendOperator
+from airflow_provider_octopods.testing import OctopodsSimulator
+from airflow_provider_octopods.transfers.sql_to_octopods import SqlToOctopodsOperator
+from airflow_provider_octopods.utils.bulk import Outcome, build_report, invalid_rows_error, recipient_key
+from airflow_provider_octopods.utils.ledger import BulkLedger
+from tests.conftest import AIRFLOW_VERSION, TEST_API_KEY
+from tests.test_dag_runs import run_dag
+
+SEND = "/api/v1/sms/messages"
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+def numbers(n: int, start: int = 200) -> list[str]:
+    """``n`` distinct numbers libphonenumber calls valid, none of them a magic number of the simulator."""
+    return [f"+1201555{start + i:04d}" for i in range(n)]
+
+
+def sends_by_phone(sim: OctopodsSimulator) -> Counter[str]:
+    return Counter(m.phone_number for m in sim.messages.values())
+
+
+class MemoryStore:
+    """A task state store in memory, with Airflow's accessor's methods."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: object) -> None:
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+def test_a_list_is_sent_once_per_key_and_reported(octopods_conn, capfd, caplog):
+    phones = numbers(12)
+    messages = [{"destination_phone": p, "body": f"Order for {p} shipped"} for p in phones]
+    messages += [
+        {"destination_phone": phones[0], "body": f"Order for {phones[0]} shipped"},  # a duplicate
+        {"destination_phone": "12345", "body": "no"},  # invalid: skipped
+        {"destination_phone": "+12015550101", "body": "fails on the network"},
+        {"destination_phone": phones[1], "body": "", "key": "empty"},  # invalid body
+    ]
+
+    results, output = run_dag("octopods_test_bulk_list", {"messages": messages}, capfd, caplog)
+
+    state, report = results["bulk"]
+    assert state == "success", output[-3000:]
+    sent = sends_by_phone(octopods_conn)
+    assert set(sent.values()) == {1} and len(sent) == 13  # 12 + the failing one, each once
+    assert report["recipients"] == 15  # duplicates are not recipients
+    assert report["counts"] == {"delivered": 12, "invalid": 2, "failed": 1}
+    assert report["failure_reasons"]["The phone number is not a valid mobile subscriber."] == 1
+    rows = {row["destination_phone"]: row for row in report["not_delivered"]}
+    assert rows["+12015550101"]["status"] == "failed" and rows["+12015550101"]["message_id"]
+    assert "Invalid destination_phone" in rows["12345"]["reason"]
+    assert (
+        "SMS" in output
+        and "to +12015550101 failed: The phone number is not a valid mobile subscriber." in output
+    )
+    assert "Bulk send report:" in output and "delivered" in output
+
+
+def test_on_invalid_fail_sends_nothing_and_lists_the_bad_rows(octopods_conn):
+    rows = [{"destination_phone": f"+1{i}", "body": "x"} for i in range(25)]
+    rows.append({"destination_phone": "+12015550123", "body": "fine"})
+    task = OctopodsBulkSendOperator(task_id="bulk", messages=rows, on_invalid="fail")
+
+    with pytest.raises(OctopodsInputError, match=r"25 of 26 rows cannot be sent, so nothing was sent") as err:
+        task.execute({"ti": SimpleNamespace(max_tries=0)})
+
+    text = str(err.value)
+    assert text.count("row ") == 20 and "... and 5 more." in text
+    assert not octopods_conn.messages
+
+
+def test_a_retry_sends_only_what_no_try_sent_and_reports_in_flight_as_unconfirmed(octopods_conn):
+    phones = numbers(10)
+    rows = [{"destination_phone": p, "body": "hello", "key": p} for p in phones]
+    store = MemoryStore()
+    context = {"ti": SimpleNamespace(max_tries=1), "task_state_store": store}
+    # An earlier try of this generation marked a window of 3 and died before recording it,
+    # after sending one window of 2 (recorded).
+    earlier = BulkLedger(store, 1)
+    earlier.previous()
+    first = earlier.sending([SimpleNamespace(key=p, phone=p) for p in phones[:2]])
+    earlier.record(first, [Outcome(p, p, "sent", 100 + i) for i, p in enumerate(phones[:2])])
+    earlier.sending([SimpleNamespace(key=p, phone=p) for p in phones[2:5]])
+
+    task = OctopodsBulkSendOperator(task_id="bulk", messages=rows, wait_for_delivery=False, window=2)
+    report = task.execute(context)
+
+    assert sorted(sends_by_phone(octopods_conn)) == phones[5:]  # never the sent or in-flight ones
+    assert report["counts"] == {"sent": 7, "unconfirmed": 3}
+    assert {r["key"] for r in report["not_delivered"]} == set(phones[2:5])
+    # A third try sends nothing more: everything is recorded now.
+    OctopodsBulkSendOperator(task_id="bulk", messages=rows, wait_for_delivery=False).execute(context)
+    assert len(octopods_conn.messages) == 5
+
+
+def test_resend_unconfirmed_opts_in_to_sending_the_in_flight_ones_again(octopods_conn):
+    phones = numbers(3)
+    store = MemoryStore()
+    ledger = BulkLedger(store, 0)
+    ledger.previous()
+    ledger.sending([SimpleNamespace(key=p, phone=p) for p in phones])
+    rows = [{"destination_phone": p, "body": "hello", "key": p} for p in phones]
+    task = OctopodsBulkSendOperator(
+        task_id="bulk", messages=rows, wait_for_delivery=False, resend_unconfirmed=True
+    )
+
+    report = task.execute({"ti": SimpleNamespace(max_tries=0), "task_state_store": store})
+
+    assert report["counts"] == {"sent": 3} and sorted(sends_by_phone(octopods_conn)) == phones
+
+
+def test_a_cleared_task_is_a_new_generation_and_sends_again(octopods_conn):
+    store = MemoryStore()
+    old = BulkLedger(store, 0)
+    old.previous()
+    old.record(
+        old.sending([SimpleNamespace(key="k", phone="+12015550123")]),
+        [Outcome("k", "+12015550123", "sent", 7)],
+    )
+
+    assert BulkLedger(store, 1).previous() == {}
+    assert BulkLedger(store, 0).previous() == {"k": ["sent", "+12015550123", 7, None]}
+
+
+def test_429s_never_lose_nor_double_a_message(monkeypatch):
+    """The simulator admits 5 requests per second; the adaptive budget and resends get all 15 out once."""
+    with OctopodsSimulator(TEST_API_KEY, rate_limit=5, sent_after=0.05, deliver_after=0.1) as sim:
+        for name, value in sim.connection_uri_env().items():
+            monkeypatch.setenv(name, value)
+        phones = numbers(15)
+        rows = [{"destination_phone": p, "body": "hello"} for p in phones]
+        task = OctopodsBulkSendOperator(task_id="bulk", messages=rows, wait_for_delivery=False, window=15)
+
+        report = task.execute({"ti": SimpleNamespace(max_tries=0)})
+
+        assert report["counts"] == {"sent": 15} and sim.rate_limited > 0
+        assert sends_by_phone(sim) == Counter(phones)
+
+
+def test_whatsapp_bulk_waits_once_for_read_through_the_triggerer(simulator, monkeypatch, capfd, caplog):
+    for name, value in simulator.connection_uri_env("octopods_whatsapp_default", channel="whatsapp").items():
+        monkeypatch.setenv(name, value)
+    simulator.read_after = 0.5
+    phones = numbers(6)
+    messages = [
+        {"destination_phone": p, "template_id": 539, "message_variables": ["Alex", i]}
+        for i, p in enumerate(phones)
+    ]
+    messages.append(
+        {"destination_phone": "+12015550105", "template_id": 539, "message_variables": ["Al", "1"]}
+    )
+    messages.append({"destination_phone": phones[0], "template_id": 539, "message_variables": ["only one"]})
+
+    results, output = run_dag("octopods_test_bulk_whatsapp", {"messages": messages}, capfd, caplog)
+
+    state, report = results["bulk"]
+    assert state == "success", output[-3000:]
+    assert report["counts"] == {"read": 6, "waiting": 1, "invalid": 1}
+    waiting = next(r for r in report["not_delivered"] if r["status"] == "waiting")
+    assert waiting["destination_phone"] == "+12015550105"
+    assert (
+        "expects body 2; got 1"
+        in next(r for r in report["not_delivered"] if r["status"] == "invalid")["reason"]
+    )
+    assert simulator.request_count("/api/v1/whatsapp/templates") == 1  # the templates read once
+
+
+def test_sql_rows_are_rendered_per_row_sent_once_and_written_back(
+    octopods_conn, tmp_path, monkeypatch, capfd, caplog
+):
+    db = tmp_path / "bulk.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE orders (order_id INTEGER, name TEXT, phone TEXT)")
+        conn.execute(
+            "CREATE TABLE results (run_id TEXT, recipient_key TEXT, destination_phone TEXT, "
+            "message_id INTEGER, status TEXT, reason TEXT)"
+        )
+        phones = numbers(30)
+        conn.executemany(
+            "INSERT INTO orders VALUES (?, ?, ?)",
+            [(i, f"Customer {i}", p) for i, p in enumerate(phones)] + [(99, "Nobody", "not a number")],
+        )
+    monkeypatch.setenv("AIRFLOW_CONN_BULK_DB", json.dumps({"conn_type": "sqlite", "host": str(db)}))
+
+    results, output = run_dag("octopods_test_bulk_sql", {}, capfd, caplog)
+
+    state, report = results["bulk"]
+    assert state == "success", output[-3000:]
+    assert report["counts"] == {"delivered": 30, "invalid": 1}
+    bodies = {m.phone_number: m.body for m in octopods_conn.messages.values()}
+    assert bodies[phones[7]] == "Hi Customer 7, order 7 has shipped."
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT recipient_key, status, message_id FROM results").fetchall()
+    assert len(rows) == 31 and Counter(status for _, status, _ in rows) == {"delivered": 30, "invalid": 1}
+    assert {key for key, _, _ in rows} >= {str(i) for i in range(30)}
+
+
+def test_the_sql_operator_refuses_a_missing_phone_column_before_any_send(
+    octopods_conn, tmp_path, monkeypatch
+):
+    db = tmp_path / "bulk.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE orders (order_id INTEGER, mobile TEXT)")
+    monkeypatch.setenv("AIRFLOW_CONN_BULK_DB", json.dumps({"conn_type": "sqlite", "host": str(db)}))
+    task = SqlToOctopodsOperator(task_id="t", sql="SELECT * FROM orders", conn_id="bulk_db", body="x")
+
+    with pytest.raises(OctopodsInputError, match=r"phone_column: the query has no column 'phone'"):
+        task.execute({"ti": SimpleNamespace(max_tries=0)})
+    assert not octopods_conn.messages
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"channel": "fax"}, "channel"),
+        ({"on_invalid": "ignore"}, "on_invalid"),
+        ({"min_delivered_ratio": 1.5}, "min_delivered_ratio"),
+        ({"window": 0}, "window"),
+        ({"window": 5000}, "window"),
+        ({"wait_for": "seen"}, "wait_for"),
+    ],
+)
+def test_bad_arguments_are_refused_when_the_task_is_built(kwargs, field):
+    with pytest.raises(OctopodsInputError, match=rf"^Invalid {field}: "):
+        OctopodsBulkSendOperator(task_id="bulk", messages=[], **kwargs)
+
+
+def test_min_delivered_ratio_fails_the_task_below_it(octopods_conn):
+    rows = [{"destination_phone": p, "body": "x"} for p in ("+12015550123", "+12015550101")]
+    task = OctopodsBulkSendOperator(
+        task_id="bulk", messages=rows, min_delivered_ratio=0.9, poll_interval=0.2, initial_delay=0.1
+    )
+
+    with pytest.raises(
+        Exception, match=r"Only 50.0% of 2 recipients reached 'delivered', below min_delivered_ratio 90.0%"
+    ):
+        task.execute({"ti": SimpleNamespace(max_tries=0)})
+    assert len(octopods_conn.messages) == 2
+
+
+def test_the_report_is_bounded_and_counts_reasons():
+    outcomes = [Outcome(str(i), "+1", "sent", i, "gone", status="failed") for i in range(250)]
+    outcomes += [Outcome("ok", "+1", "sent", 999, status="delivered")]
+    report = build_report(outcomes, {"delivered"})
+    assert len(report["not_delivered"]) == 100 and report["not_delivered_more"] == 150
+    assert report["failure_reasons"] == {"gone": 250} and report["delivered_ratio"] == round(1 / 251, 4)
+
+
+def test_default_keys_depend_on_the_number_and_the_content_only():
+    assert recipient_key("+1", "a") == recipient_key("+1", "a") != recipient_key("+1", "b")
+    assert "... and 1 more." in invalid_rows_error([(f"row {i}", "bad") for i in range(21)], 30)
+
+
+@pytest.mark.skipif(AIRFLOW_VERSION.release < (3, 3), reason="the task state store is new in Airflow 3.3")
+def test_the_ledger_keeps_each_chunk_small():
+    store = MemoryStore()
+    ledger = BulkLedger(store, 0)
+    window = [
+        SimpleNamespace(key=recipient_key(f"+1201555{i:04d}", "x"), phone=f"+1201555{i:04d}")
+        for i in range(200)
+    ]
+    number = ledger.sending(window)
+    ledger.record(number, [Outcome(r.key, r.phone, "sent", 10**12 + i) for i, r in enumerate(window)])
+
+    assert len(json.dumps(store.values[f"octopods_bulk_{number}"])) < 65535 / 2
