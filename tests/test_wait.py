@@ -484,3 +484,49 @@ def test_both_loops_end_alike(case, drive, octopods_conn):
     else:
         with pytest.raises(OctopodsDeliveryError, match=error):
             drive(message_id)
+
+
+def test_fail_fast_ends_the_wait_at_the_first_failure_naming_the_others_not_awaited():
+    engine = WaitEngine([1, 2, 3], SCHEDULE, fail_fast=True)
+    step = engine.feed(
+        [_status(1, "sent"), _status(2, "failed", failure_reason="gone"), _status(3, "sent")], 0.0
+    )
+
+    assert step.event is not None and step.event["pending"] == [1, 3]
+    with pytest.raises(
+        OctopodsDeliveryError, match=r"(?s)SMS 2 was not delivered.*gone.*fail_fast\): 2 other"
+    ):
+        statuses_from_event(step.event, 60)
+
+
+def test_without_fail_fast_a_failure_waits_for_the_others():
+    engine = WaitEngine([1, 2], SCHEDULE)
+    step = engine.feed([_status(1, "sent"), _status(2, "failed")], 0.0)
+    assert step.event is None and engine.pending == [1]
+
+
+def test_a_message_that_ends_without_success_gets_its_own_warning_line_once():
+    engine = WaitEngine([1, 2], SCHEDULE)
+    failed = _status(2, "failed", phone_number="+12015550101", failure_reason="Not a mobile subscriber.")
+    first = engine.feed([_status(1, "sent"), failed], 0.0)
+    again = engine.feed([_status(1, "sent")], 3.0)
+    lines = [(text % args) for level, text, args in first.logs + again.logs if level == logging.WARNING]
+    assert lines == ["SMS 2 to +12015550101 failed: Not a mobile subscriber."]
+
+
+def test_a_batch_wait_logs_a_heartbeat_with_counts_at_most_once_a_minute():
+    engine = WaitEngine([1, 2, 3], SCHEDULE, end_time=3600.0)
+    first = engine.feed([_status(1, "delivered"), _status(2, "sent"), _status(3, "failed")], 0.0)
+    soon = engine.feed([_status(2, "sent")], 30.0)
+    later = engine.feed([_status(2, "sent")], 61.0)
+
+    assert [s.logs[-1][0] for s in (first, soon, later)] == [logging.INFO, logging.DEBUG, logging.INFO]
+    level, text, args = later.logs[-1]
+    assert (text % args).startswith("Waiting on 1 of 3 SMS: 1 delivered, 1 failed; 0.0 final/s; 59 min left"), text % args
+
+
+def test_a_trigger_keeps_fail_fast_in_its_kwargs_only_when_set():
+    plain = OctopodsSmsDeliveryTrigger(message_ids=[1, 2]).serialize()[1]
+    fast = OctopodsSmsDeliveryTrigger(message_ids=[1, 2], fail_fast=True).serialize()[1]
+    assert "fail_fast" not in plain and fast["fail_fast"] is True
+    assert OctopodsSmsDeliveryTrigger(**fast).fail_fast

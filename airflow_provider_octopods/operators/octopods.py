@@ -514,18 +514,18 @@ def _never_resend(sent: dict[str, Any] | None, *, durable: bool = False, noun: s
     without retries and name the message. With a durable ledger, failures stay as they are: a
     retry resumes the wait on the recorded message instead of sending.
 
-    :param sent: the send's answer (``SentSms.to_dict()``), or None when nothing was sent here.
+    :param sent: the send's answer (``SentMessage.to_dict()``), or None (or empty) when nothing was
+        sent here; read when a failure comes, so a bulk send fills it as its first message leaves.
     :param durable: whether the send is recorded across tries (:class:`SendLedger`).
     :param noun: how the channel names a message.
     """
-    if not sent or durable:
-        yield
-        return
     try:
         yield
     except (TaskDeferred, GeneratorExit, *_FINAL_AFTER_SEND):
         raise
     except BaseException as err:  # anything: execution_timeout, SIGTERM, a crash
+        if not sent or durable:
+            raise
         raise OctopodsWaitAfterSendError.after(sent, err, noun) from err
 
 
@@ -742,30 +742,29 @@ class OctopodsBulkSendOperator(BaseOperator):
                 sum(1 for o in outcomes if o.state == UNCONFIRMED),
                 len(fresh),
             )
-        with _never_resend(
-            {"message_id": "(see the report)"} if outcomes else None,
-            durable=ledger.durable,
-            noun=self.channel.plural,
-        ):
-            outcomes += asyncio.run(self._send_all(fresh, ledger))
-        ids = [o.message_id for o in outcomes if o.state == SENT and o.message_id is not None]
-        if not self.wait_for_delivery or not ids:
-            return self._finish(context, outcomes, None)
-        trigger = DELIVERY_TRIGGERS[self.channel.name](
-            message_ids=ids,
-            octopods_conn_id=self.octopods_conn_id,
-            end_time=time.time() + self.timeout,
-            wait_for=self.wait_for,
-            fail_fast=self.fail_fast,
-            max_concurrency=self.window,
-            **self.schedule.as_kwargs(),
-        )
-        if self.deferrable:
-            context["ti"].xcom_push(key=BULK_XCOM_KEY, value=[_outcome_list(o) for o in outcomes])
-            defer_wait(self, trigger, self.timeout)
-        return self._finish(context, outcomes, self._wait_in_process(trigger))
+        left: dict[str, Any] = {}  # filled as the first message leaves: from then on no retry (before 3.3)
+        with _never_resend(left, durable=ledger.durable, noun=self.channel.plural):
+            outcomes += asyncio.run(self._send_all(fresh, ledger, left))
+            ids = [o.message_id for o in outcomes if o.state == SENT and o.message_id is not None]
+            if not self.wait_for_delivery or not ids:
+                return self._finish(context, outcomes, None)
+            trigger = DELIVERY_TRIGGERS[self.channel.name](
+                message_ids=ids,
+                octopods_conn_id=self.octopods_conn_id,
+                end_time=time.time() + self.timeout,
+                wait_for=self.wait_for,
+                fail_fast=self.fail_fast,
+                max_concurrency=self.window,
+                **self.schedule.as_kwargs(),
+            )
+            if self.deferrable:
+                context["ti"].xcom_push(key=BULK_XCOM_KEY, value=[_outcome_list(o) for o in outcomes])
+                defer_wait(self, trigger, self.timeout)
+            return self._finish(context, outcomes, self._wait_in_process(trigger))
 
-    async def _send_all(self, recipients: Sequence[Recipient], ledger: BulkLedger) -> list[Outcome]:
+    async def _send_all(
+        self, recipients: Sequence[Recipient], ledger: BulkLedger, left: dict[str, Any]
+    ) -> list[Outcome]:
         """Send ``recipients`` a window at a time, each window marked before and recorded after."""
         from airflow_provider_octopods.hooks import octopods as hooks
 
@@ -775,6 +774,7 @@ class OctopodsBulkSendOperator(BaseOperator):
 
             async def send(recipient: Recipient) -> Outcome:
                 call = hooks.prepared_send_call(self.channel, recipient.path, recipient.body, recipient.phone)
+                left.setdefault("message_id", "(several: this bulk send's report lists them)")
                 try:
                     sent = await hook.send_until_answered(call)
                 except OctopodsError as err:
@@ -824,7 +824,19 @@ class OctopodsBulkSendOperator(BaseOperator):
         """
         ti = context["ti"]
         kept = ti.xcom_pull(task_ids=ti.task_id, key=BULK_XCOM_KEY, map_indexes=ti.map_index) or []
-        return self._finish(context, [Outcome(*item) for item in kept], event)
+        with _never_resend(
+            {"message_id": "(several)"} if kept else None, durable=BulkLedger.of(context).durable
+        ):
+            return self._finish(context, [Outcome(*item) for item in kept], event)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """
+        Resume after the wait; when the trigger failed (``__fail__``), fail without retry before
+        Airflow 3.3, where a retry would send every message again.
+        """
+        sent = {"message_id": "(several: see the task log)"}
+        with _never_resend(sent, durable=BulkLedger.of(context).durable, noun=self.channel.plural):
+            return super().resume_execution(next_method, next_kwargs, context)
 
     def _finish(
         self, context: Context, outcomes: list[Outcome], event: dict[str, Any] | None

@@ -370,7 +370,7 @@ class WaitEngine:
             self._said_at, level = now, logging.INFO
         final = [self.last[i] for i in self.message_ids if i not in self.pending]
         ok = sum(1 for s in final if reached(s, self.wait_for))
-        rate = len(final) / max(now - (self._started or now), 1.0)
+        rate = len(final) / max(now - (now if self._started is None else self._started), 1.0)
         seconds_left = max(self.end_time - now, 0) if self.end_time else None
         left = (
             "no deadline"
