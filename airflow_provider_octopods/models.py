@@ -78,6 +78,10 @@ class Channel:
     error_codes: Mapping[int, str]
     listable: bool = False
 
+    def count(self, number: int) -> str:
+        """``1 WhatsApp message``, ``3 WhatsApp messages``."""
+        return f"{number} {self.noun if number == 1 else self.plural}"
+
 
 SMS = Channel(
     "sms",

@@ -307,7 +307,7 @@ class WaitEngine:
             step.event = self._event(DONE, "stopped at the first failure (fail_fast)", pending=self.pending)
         elif not self.pending:
             step.event = self._event(
-                DONE, f"{len(self.message_ids)} {self.channel.plural} reached a final status."
+                DONE, f"{self.channel.count(len(self.message_ids))} reached a final status."
             )
         elif self.end_time is not None and now >= self.end_time:
             step.event = self._event(
@@ -358,8 +358,8 @@ class WaitEngine:
         step.logs.append(
             (
                 level,
-                "Waiting on %d %s (%s); next poll in %.1f s.",
-                (len(self.pending), self.channel.plural, summary, step.delay),
+                "Waiting on %s (%s); next poll in %.1f s.",
+                (self.channel.count(len(self.pending)), summary, step.delay),
             )
         )
 
