@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 #: The simulator's Channel API key: distinctive, so a leak anywhere is easy to find.
 E2E_API_KEY = "octo-e2e-key-4d9b1f7c2a6e8035bd1c"
+#: The simulator's WhatsApp Business API key (``octopods_whatsapp_default``): distinctive too.
+E2E_WHATSAPP_KEY = "octo-e2e-wa-key-8e3a5c1f9d7b2604ce5a"
+#: Seconds until the simulator reports a sent WhatsApp message ``read``.
+E2E_READ_AFTER = 2.0
 #: Set to keep the deployment's folder (logs, DAGs, configuration) after the run.
 KEEP_ENV = "OCTOPODS_E2E_KEEP"
 
@@ -30,7 +34,13 @@ _deployment: AirflowDeployment | None = None
 @pytest.fixture(scope="session")
 def simulator() -> Iterator[OctopodsSimulator]:
     """The Octopods simulator on 127.0.0.1, in this process so tests can script its answers."""
-    with OctopodsSimulator(E2E_API_KEY, deliver_after=1.0, sent_after=0.3) as sim:
+    with OctopodsSimulator(
+        E2E_API_KEY,
+        whatsapp_api_key=E2E_WHATSAPP_KEY,
+        deliver_after=1.0,
+        sent_after=0.3,
+        read_after=E2E_READ_AFTER,
+    ) as sim:
         yield sim
 
 
@@ -49,7 +59,8 @@ def airflow(
     request: pytest.FixtureRequest, postgres: PostgresServer, simulator: OctopodsSimulator
 ) -> Iterator[AirflowDeployment]:
     """
-    The deployment, with ``octopods_default`` created by ``airflow connections add``, running.
+    The deployment, with ``octopods_default`` (the SMS key) and ``octopods_whatsapp_default`` (the
+    WhatsApp key) created by ``airflow connections add``, running.
 
     Stopped at the end of the session whatever happened; its folder is deleted unless a test
     failed or ``OCTOPODS_E2E_KEEP`` is set.
@@ -62,17 +73,21 @@ def airflow(
     _deployment = deployment
     try:
         deployment.migrate()
-        deployment.cli(
-            "connections",
-            "add",
-            "octopods_default",
-            "--conn-type",
-            "octopods",
-            "--conn-host",
-            simulator.url,
-            "--conn-password",
-            simulator.api_key,
-        )
+        for conn_id, key in (
+            ("octopods_default", simulator.api_key),
+            ("octopods_whatsapp_default", simulator.whatsapp_api_key),
+        ):
+            deployment.cli(
+                "connections",
+                "add",
+                conn_id,
+                "--conn-type",
+                "octopods",
+                "--conn-host",
+                simulator.url,
+                "--conn-password",
+                key,
+            )
         deployment.start()
         yield deployment
     except BaseException:
