@@ -53,7 +53,8 @@ KNOWN_STATUSES: frozenset[str] = TERMINAL_STATUSES | {QUEUED, SENT, UNKNOWN}
 WAIT_FOR = (DELIVERED, READ)
 
 #: The names of Octopods' ``error_code`` values that the request core acts on.
-KEY_REVOKED, PROVIDER_ERROR = "KEY_REVOKED", "PROVIDER_ERROR"
+KEY_REVOKED = "KEY_REVOKED"
+PROVIDER_ERROR = "PROVIDER_ERROR"
 
 
 @dataclass(frozen=True)

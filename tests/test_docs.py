@@ -46,6 +46,8 @@ PAGES = [
     "sensors/octopods",
     "operators/octopods",
     "notifications/octopods",
+    "whatsapp",
+    "bulk",
     "testing",
     "errors",
 ]

@@ -310,6 +310,10 @@ EXAMPLES = {
     ],
     "example_octopods_batch_delivery": ["howto_sensor_octopods_batch_delivery"],
     "example_octopods_notifier": ["howto_notifier_octopods_sms"],
+    "example_octopods_whatsapp_read": ["howto_operator_octopods_whatsapp_read"],
+    "example_octopods_whatsapp_sms_fallback": ["howto_operator_octopods_whatsapp_sms_fallback"],
+    "example_octopods_whatsapp_batch": ["howto_sensor_octopods_whatsapp_batch"],
+    "example_octopods_whatsapp_notifier": ["howto_notifier_octopods_whatsapp"],
 }
 
 

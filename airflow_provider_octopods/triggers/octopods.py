@@ -38,6 +38,7 @@ from airflow_provider_octopods.exceptions import (
 )
 from airflow_provider_octopods.models import (
     CHANNELS,
+    DELETED,
     DELIVERED,
     SMS,
     WHATSAPP,
@@ -514,7 +515,9 @@ def listed_results(
         listing = {}
     if isinstance(listing, OctopodsError):
         return dict.fromkeys(pending, listing), []
-    found: dict[int, MessageStatus | OctopodsError] = {i: listing[i] for i in pending if i in listing}
+    # A list item has no read_at: a message deleted after delivery is asked for by id, which may say it was read.
+    listed = {i: listing[i] for i in pending if i in listing and listing[i].status != DELETED}
+    found: dict[int, MessageStatus | OctopodsError] = dict(listed)
     return found, [i for i in pending if i not in found]
 
 

@@ -17,9 +17,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-#: The outcomes of a recipient's send, besides a message id (``sent``).
-SENT, INVALID, REJECTED, UNCONFIRMED, DUPLICATE = "sent", "invalid", "rejected", "unconfirmed", "duplicate"
-#: The outcome of a wait that ended before a sent message was final.
+#: A recipient's send was accepted (with a message id, unless the workspace gives none).
+SENT = "sent"
+#: A row the checks refused: nothing was sent.
+INVALID = "invalid"
+#: Octopods refused the send: nothing was sent.
+REJECTED = "rejected"
+#: No clear answer, or in flight when a try died: it may have been sent.
+UNCONFIRMED = "unconfirmed"
+#: The wait ended before the sent message was final.
 WAITING = "waiting"
 #: Rows of the report's ``not_delivered`` list kept in XCom; the rest are counted (``results_table`` has all).
 REPORT_ROWS = 100
