@@ -734,3 +734,40 @@ class SendArguments:
             strict_numbers=self.strict_numbers,
             max_segments=self.max_segments,
         )
+
+
+class TemplateArguments:
+    """
+    The arguments of a WhatsApp template send, kept as attributes of the operator or notifier that makes it.
+
+    The WhatsApp counterpart of :class:`SendArguments`: Airflow renders the templated ones in
+    place, so the keyword arguments of ``send_whatsapp_template`` are built from them at send
+    time (:meth:`_template_options`).
+    """
+
+    template_id: int | str
+    destination_phone: str
+    message_variables: Any
+    header_attachment_url: str | None
+    octopods_conn_id: str
+    check_template: bool
+    destination_user_name: str | None
+    default_region: str | None
+
+    def _keep_template_arguments(self, arguments: Mapping[str, Any]) -> None:
+        """
+        Keep the send's arguments, each name annotated on this class, as attributes.
+
+        :param arguments: the ``locals()`` of the ``__init__`` that takes (and documents) them.
+        """
+        for name in TemplateArguments.__annotations__:
+            setattr(self, name, arguments[name])
+
+    def _template_options(self) -> dict[str, Any]:
+        """Return the keyword arguments of ``send_whatsapp_template`` after the first three (as rendered)."""
+        return {
+            "header_attachment_url": self.header_attachment_url,
+            "check_template": self.check_template,
+            "destination_user_name": self.destination_user_name,
+            "default_region": self.default_region,
+        }

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseNotifier
 
 from airflow_provider_octopods.exceptions import OctopodsError
-from airflow_provider_octopods.models import WHATSAPP, SendArguments
+from airflow_provider_octopods.models import WHATSAPP, SendArguments, TemplateArguments
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Sequence
@@ -252,7 +252,7 @@ class OctopodsSmsNotifier(SendArguments, OctopodsNotifierBase):
         return cut
 
 
-class OctopodsWhatsAppNotifier(OctopodsNotifierBase):
+class OctopodsWhatsAppNotifier(TemplateArguments, OctopodsNotifierBase):
     """
     Send an approved WhatsApp template through Octopods when a DAG or a task changes state.
 
@@ -305,31 +305,16 @@ class OctopodsWhatsAppNotifier(OctopodsNotifierBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.template_id = template_id
-        self.destination_phone = destination_phone
-        self.message_variables = message_variables
-        self.header_attachment_url = header_attachment_url
-        self.octopods_conn_id = octopods_conn_id
-        self.check_template = check_template
-        self.destination_user_name = destination_user_name
-        self.default_region = default_region
-
-    def _arguments(self) -> dict[str, Any]:
-        return {
-            "header_attachment_url": self.header_attachment_url,
-            "check_template": self.check_template,
-            "destination_user_name": self.destination_user_name,
-            "default_region": self.default_region,
-        }
+        self._keep_template_arguments(locals())
 
     def _send(self, hook: OctopodsHook) -> SentMessage:
         return hook.send_whatsapp_template(
-            self.template_id, self.destination_phone, self.message_variables, **self._arguments()
+            self.template_id, self.destination_phone, self.message_variables, **self._template_options()
         )
 
     async def _asend(self, hook: OctopodsAsyncHook) -> SentMessage:
         return await hook.send_whatsapp_template(
-            self.template_id, self.destination_phone, self.message_variables, **self._arguments()
+            self.template_id, self.destination_phone, self.message_variables, **self._template_options()
         )
 
 

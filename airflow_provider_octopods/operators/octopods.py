@@ -33,6 +33,7 @@ from airflow_provider_octopods.models import (
     MessageStatus,
     SendArguments,
     SendOptions,
+    TemplateArguments,
     parse_literal,
     parse_wait_for,
     reached,
@@ -397,7 +398,7 @@ class OctopodsSendSmsOperator(SendArguments, OctopodsSendOperatorBase):
         )
 
 
-class OctopodsSendWhatsAppTemplateOperator(OctopodsSendOperatorBase):
+class OctopodsSendWhatsAppTemplateOperator(TemplateArguments, OctopodsSendOperatorBase):
     """
     Send an approved WhatsApp template through Octopods; optionally wait until it is delivered, or read.
 
@@ -478,15 +479,9 @@ class OctopodsSendWhatsAppTemplateOperator(OctopodsSendOperatorBase):
             octopods_conn_id=octopods_conn_id,
             **kwargs,
         )
-        self.template_id = template_id
-        self.destination_phone = destination_phone
-        self.message_variables = message_variables
-        self.header_attachment_url = header_attachment_url
-        self.check_template = check_template
-        self.destination_user_name = destination_user_name
+        self._keep_template_arguments(locals())
         self.open_intercom_conversation = open_intercom_conversation
         self.intercom_teammate_id = intercom_teammate_id
-        self.default_region = default_region
         self.strict_numbers = strict_numbers
 
     def _prepare(self) -> Call:
@@ -494,12 +489,9 @@ class OctopodsSendWhatsAppTemplateOperator(OctopodsSendOperatorBase):
             self.template_id,
             self.destination_phone,
             self.message_variables,
-            header_attachment_url=self.header_attachment_url,
-            check_template=self.check_template,
-            destination_user_name=self.destination_user_name,
+            **self._template_options(),
             open_intercom_conversation=self.open_intercom_conversation,
             intercom_teammate_id=self.intercom_teammate_id,
-            default_region=self.default_region,
             strict_numbers=self.strict_numbers,
         )
 
