@@ -227,8 +227,7 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
             except OctopodsError as err:
                 found[message_id] = err
                 break  # the engine stops or backs off on the first error: spare the other requests
-        results = [found[i] for i in engine.pending if i in found]
-        step = engine.feed(results, time.time())
+        step = engine.feed(found, time.time())
         step.emit(self.log)
         if step.event is not None:
             return PokeReturnValue(

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, overload
@@ -272,18 +273,28 @@ class WaitEngine:
             return None
         return max(self.end_time - now, 0.0) + min(DEADLINE_GRACE, self.schedule.max_poll_interval)
 
-    def feed(self, results: Sequence[MessageStatus | OctopodsError], now: float) -> Step:
+    def feed(
+        self,
+        results: Sequence[MessageStatus | OctopodsError] | Mapping[int, MessageStatus | OctopodsError],
+        now: float,
+    ) -> Step:
         """
-        Take the answers to a poll of :attr:`pending` (same order) and return what to do next.
+        Take the answers to a poll of :attr:`pending` and return what to do next.
 
-        :param results: a status or the error of each pending id.
+        :param results: a status or the error of each pending id: in the order of :attr:`pending`
+            (a prefix of it when a poll stopped early), or by id (ids left out were not polled).
         :param now: the current UNIX time.
         """
         step = Step()
         retry_after: float | None = None
         transient = False
         self._started = now if self._started is None else self._started
-        for message_id, result in zip(self.pending, results, strict=False):
+        answered = (
+            [(i, results[i]) for i in self.pending if i in results]
+            if isinstance(results, Mapping)
+            else zip(self.pending, results, strict=False)
+        )
+        for message_id, result in answered:
             if isinstance(result, OctopodsTransientError):
                 transient = True
                 if not (isinstance(result, OctopodsThrottledError) and self.last_error):

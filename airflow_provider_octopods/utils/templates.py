@@ -89,7 +89,10 @@ class WhatsAppTemplate:
                 continue
             kind = str(component.get("type", "")).upper()
             section = _SECTION_OF.get(kind)
-            if section:
+            buttons = component.get("buttons")
+            if section == "buttons" and isinstance(buttons, list):  # each button has its own {{1}}
+                counts[section] += sum(len(_placeholders(button)) for button in buttons)
+            elif section:
                 counts[section] += len(_placeholders(component))
             form = str(component.get("format", "")).upper()
             if kind == "HEADER" and form in MEDIA_FORMATS:
@@ -129,7 +132,7 @@ def parse_templates(payload: Any) -> list[WhatsAppTemplate]:
 def template_id_of(value: Any, field: str = "template_id") -> int:
     """Return a template id as a positive int (an int or a string of digits), or raise naming ``field``."""
     text = value.strip() if isinstance(value, str) else value
-    if isinstance(text, str) and text.isdigit():
+    if isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 18:
         text = int(text)
     if isinstance(text, bool) or not isinstance(text, int) or text <= 0:
         raise OctopodsInputError(
@@ -151,7 +154,7 @@ def _value(value: Any, where: str) -> str:
 def _values(values: Any, where: str) -> list[str]:
     if isinstance(values, (str, int, float)) and not isinstance(values, bool):
         values = [values]
-    if not isinstance(values, Sequence) or isinstance(values, str):
+    if not isinstance(values, Sequence) or isinstance(values, (str, bytes, bytearray)):
         raise OctopodsInputError(where, f"got {type(values).__name__}; give a list of texts.")
     return [_value(v, f"{where}[{i}]") for i, v in enumerate(values)]
 
@@ -159,13 +162,14 @@ def _values(values: Any, where: str) -> list[str]:
 def _sections(variables: Mapping[Any, Any]) -> dict[str, list[str]]:
     """Read a dict of sections (``{"body": [...]}``) or of numbered placeholders (``{"1": ...}``)."""
     keys = {str(k).strip().lower(): v for k, v in variables.items()}
-    if keys and all(k.isdigit() for k in keys):
-        numbers = sorted(int(k) for k in keys)
-        if numbers != list(range(1, len(numbers) + 1)):
+    if keys and all(k.isascii() and k.isdigit() and len(k) < 5 for k in keys):
+        numbered = {int(k): v for k, v in keys.items()}
+        if sorted(numbered) != list(range(1, len(keys) + 1)):
             raise OctopodsInputError(
-                FIELD, f"numbered placeholders must run 1, 2, ... without a gap; got {sorted(keys)}."
+                FIELD,
+                f"numbered placeholders must run 1, 2, ... without a gap; got {sorted(keys)}.",
             )
-        return {"body": [_value(keys[str(n)], f"{FIELD}['{n}']") for n in numbers]}
+        return {"body": [_value(numbered[n], f"{FIELD}['{n}']") for n in sorted(numbered)]}
     unknown = sorted(set(keys) - set(SECTIONS))
     if unknown:
         raise OctopodsInputError(
