@@ -93,6 +93,7 @@ bench: venv
 	$(BIN)/python -m benchmarks.poll_schedule --verify
 	$(BIN)/python -m benchmarks.parse_cost
 	$(BIN)/python -m benchmarks.request_budget
+	$(BIN)/python -m benchmarks.whatsapp_batch_wait
 
 ## Rerun the fault-injection matrix and rewrite docs/reliability.md from it.
 .PHONY: reliability-report

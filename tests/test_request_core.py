@@ -511,6 +511,7 @@ ROWS = [
         "OctopodsTransientError",
         rf"Octopods sent an answer larger than {MAX_RESPONSE_BYTES} bytes; it was refused unread\.",
         sent=Sent.MAYBE,
+        status_code=200,
     ),
     Row(
         "redirect-to-another-origin",

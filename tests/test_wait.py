@@ -10,6 +10,7 @@ end alike.
 from __future__ import annotations
 
 import asyncio
+import json as json_module
 import logging
 import time
 from collections.abc import Sequence
@@ -522,7 +523,9 @@ def test_a_batch_wait_logs_a_heartbeat_with_counts_at_most_once_a_minute():
 
     assert [s.logs[-1][0] for s in (first, soon, later)] == [logging.INFO, logging.DEBUG, logging.INFO]
     level, text, args = later.logs[-1]
-    assert (text % args).startswith("Waiting on 1 of 3 SMS: 1 delivered, 1 failed; 0.0 final/s; 59 min left"), text % args
+    assert (text % args).startswith(
+        "Waiting on 1 of 3 SMS: 1 delivered, 1 failed; 0.0 final/s; 59 min left"
+    ), text % args
 
 
 def test_a_trigger_keeps_fail_fast_in_its_kwargs_only_when_set():
@@ -530,3 +533,42 @@ def test_a_trigger_keeps_fail_fast_in_its_kwargs_only_when_set():
     fast = OctopodsSmsDeliveryTrigger(message_ids=[1, 2], fail_fast=True).serialize()[1]
     assert "fail_fast" not in plain and fast["fail_fast"] is True
     assert OctopodsSmsDeliveryTrigger(**fast).fail_fast
+
+
+def test_an_unreadable_list_makes_the_round_poll_by_id_and_a_busy_one_is_skipped_for_a_while():
+    from airflow_provider_octopods.exceptions import OctopodsBadRequestError
+    from airflow_provider_octopods.models import WHATSAPP
+
+    too_large = OctopodsTransientError("Octopods sent an answer larger than ...", status_code=200)
+    throttled = OctopodsTransientError("Octopods answered HTTP 429", status_code=429)
+    assert _wait.listed_results([1, 2], too_large) == ({}, [1, 2])
+    assert _wait.listed_results([1, 2], OctopodsBadRequestError("none yet", status_code=400)) == ({}, [1, 2])
+    assert _wait.listed_results([1, 2], throttled) == ({1: throttled, 2: throttled}, [])
+
+    engine = WaitEngine([1, 2], SCHEDULE, channel=WHATSAPP)
+    assert engine.wants_list()
+    engine.listed(0)  # the newest 100 sends held none of ours: a busy workspace
+    asked = [engine.wants_list() for _ in range(_wait.LIST_RETRY_ROUNDS)]
+    assert asked == [False] * (_wait.LIST_RETRY_ROUNDS - 1) + [True]
+    engine.listed(1)
+    assert engine.wants_list() and not WaitEngine([1], SCHEDULE, channel=WHATSAPP).wants_list()
+
+
+def test_a_list_answer_may_be_larger_than_a_status_answer():
+    from airflow_provider_octopods.hooks.octopods import (
+        MAX_RESPONSE_BYTES,
+        Answer,
+        ApiSettings,
+        list_call,
+        read_answer,
+        status_call,
+    )
+
+    items = [{"message_id": i, "status": "sent", "message_content": "x" * 700} for i in range(1, 101)]
+    body = json_module.dumps({"messages": items}).encode()
+    assert len(body) > MAX_RESPONSE_BYTES
+    settings = ApiSettings("https://app.octopods.io", key="k")
+    assert len(read_answer(list_call(), Answer(200, {}, body), settings)) == 100
+    with pytest.raises(OctopodsTransientError, match="larger than") as refused:
+        read_answer(status_call(1), Answer(200, {}, body), settings)
+    assert refused.value.status_code == 200

@@ -106,6 +106,8 @@ CONNECT_TIMEOUT = 10.0
 DEFAULT_TIMEOUT = 30.0
 #: Octopods' answers are a few hundred bytes; anything larger than this is refused unread.
 MAX_RESPONSE_BYTES = 64 * 1024
+#: ... but a list of the newest 100 WhatsApp sends carries each one's text: it may take this much.
+MAX_LIST_BYTES = 1024 * 1024
 #: Same-origin redirects of a GET followed at most; a redirect to another origin is never followed.
 MAX_REDIRECTS = 3
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -434,6 +436,7 @@ class Call:
         connection's ``timeout``; any wait for the key's request budget counts against it.
     :param subject: what the call is about, for messages (``SMS 4829174``).
     :param channel: the channel whose rules apply (its error codes, its noun).
+    :param max_bytes: the largest answer read; a larger one is refused unread.
     """
 
     request: str
@@ -445,6 +448,7 @@ class Call:
     within: float | None = None
     subject: str = ""
     channel: Channel = SMS
+    max_bytes: int = MAX_RESPONSE_BYTES
 
     def error(self, cls: type[OctopodsError], message: str, sent: Sent, **facts: Any) -> OctopodsError:
         """
@@ -526,6 +530,7 @@ def list_call(
         parse=parse,
         within=_within(timeout),
         channel=channel,
+        max_bytes=MAX_LIST_BYTES,
     )
 
 
@@ -545,6 +550,7 @@ def templates_call(active: bool | None = None, lang: str | None = None) -> Call:
         parse=parse_templates,
         subject="the WhatsApp templates",
         channel=WHATSAPP,
+        max_bytes=MAX_LIST_BYTES,
     )
 
 
@@ -752,7 +758,7 @@ NOT_SENT = frozenset(Failure) - {Failure.TIMEOUT, Failure.BROKEN}
 @dataclass(frozen=True, slots=True)
 class Send:
     """
-    Action: send one HTTP request and read at most :data:`MAX_RESPONSE_BYTES` + 1 bytes of its answer.
+    Action: send one HTTP request and read at most ``max_bytes`` + 1 bytes of its answer.
 
     :param timeout: seconds for the whole exchange, from when the request is sent
         (:func:`time_limit`); ``connect_timeout`` for the connection alone.
@@ -770,6 +776,7 @@ class Send:
     ca_bundle: str | None
     proxy: str | None = None
     within: float | None = None
+    max_bytes: int = MAX_RESPONSE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -879,11 +886,12 @@ def read_answer(call: Call, answer: Answer, settings: ApiSettings) -> Any:
     :param settings: the connection's settings (its key, its label).
     """
     status = answer.status
-    if not wants_body(status, answer.headers) or len(answer.body) > MAX_RESPONSE_BYTES:
+    if not wants_body(status, answer.headers, call.max_bytes) or len(answer.body) > call.max_bytes:
         raise call.error(
             OctopodsTransientError,
-            f"Octopods sent an answer larger than {MAX_RESPONSE_BYTES} bytes; it was refused unread.",
+            f"Octopods sent an answer larger than {call.max_bytes} bytes; it was refused unread.",
             Sent.MAYBE,
+            status_code=status,
         )
     try:
         payload = scrub(json.loads(answer.body.decode("utf-8")), settings.key)
@@ -1024,6 +1032,7 @@ def _follow(call: Call, settings: ApiSettings) -> Generator[Send, Any, Any]:
             settings.ca_bundle,
             settings.proxy,
             call.within,
+            call.max_bytes,
         )
         outcome = yield send
         if isinstance(outcome, Failed):
@@ -1084,10 +1093,10 @@ class Exchange:
             return None
 
 
-def wants_body(status: int, headers: Mapping[str, str]) -> bool:
-    """Whether to read the body: not for a redirect or one declared over :data:`MAX_RESPONSE_BYTES`."""
+def wants_body(status: int, headers: Mapping[str, str], limit: int = MAX_RESPONSE_BYTES) -> bool:
+    """Whether to read the body: not for a redirect or one declared over ``limit`` bytes."""
     declared = headers.get("Content-Length", "")
-    too_large = declared.isascii() and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES
+    too_large = declared.isascii() and declared.isdigit() and int(declared) > limit
     return status not in REDIRECT_CODES and not too_large
 
 
@@ -1159,9 +1168,9 @@ def _requests_exchange(session: requests.Session, send: Send) -> Answer | Failed
             declared = response.headers.get("Content-Length", "0")
             if not (declared.isascii() and declared.isdigit()):  # framing aiohttp refuses: refuse it too
                 return Failed(Failure.BROKEN)
-            if not wants_body(response.status_code, response.headers):
+            if not wants_body(response.status_code, response.headers, send.max_bytes):
                 return Answer(response.status_code, response.headers)
-            body = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+            body = response.raw.read(send.max_bytes + 1, decode_content=True)
             return Answer(response.status_code, response.headers, body)
     except Exception as err:  # requests', urllib3's and the socket's errors alike
         return _requests_failure(err)
@@ -1225,8 +1234,10 @@ async def send_with_aiohttp(session: aiohttp.ClientSession, send: Send) -> Answe
             timeout=aiohttp.ClientTimeout(total=send.timeout, connect=send.connect_timeout),
         ) as response:
             body = b""
-            while wants_body(response.status, response.headers) and len(body) <= MAX_RESPONSE_BYTES:
-                chunk = await response.content.read(MAX_RESPONSE_BYTES + 1 - len(body))
+            while (
+                wants_body(response.status, response.headers, send.max_bytes) and len(body) <= send.max_bytes
+            ):
+                chunk = await response.content.read(send.max_bytes + 1 - len(body))
                 if not chunk:
                     break
                 body += chunk

@@ -215,12 +215,13 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
             return PokeReturnValue(is_done=False)
         found: dict[int, MessageStatus | OctopodsError] = {}
         rest = engine.pending
-        if wait.uses_list(self.channel, rest):
+        if engine.wants_list():
             try:
                 listing: dict[int, MessageStatus] | OctopodsError = self.hook.list_messages(self.channel)
             except OctopodsError as err:
                 listing = err
             found, rest = wait.listed_results(rest, listing)
+            engine.listed(len(found))
         for message_id in rest:
             try:
                 found[message_id] = self.hook.get_message_status(message_id, self.channel)

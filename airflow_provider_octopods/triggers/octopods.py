@@ -93,6 +93,8 @@ DEFER_TIMEOUT_GRACE = 300.0
 STILL_WAITING_LOG_INTERVAL = 600.0
 #: A wait on several messages logs its progress (counts, rate, time left) at most this often (seconds).
 HEARTBEAT_INTERVAL = 60.0
+#: After a list that held none of the pending messages, the list is asked again after this many rounds.
+LIST_RETRY_ROUNDS = 5
 #: The event statuses: every message final, the deadline passed, a permanent error.
 DONE, TIMEOUT, ERROR = "done", "timeout", "error"
 
@@ -244,6 +246,7 @@ class WaitEngine:
         self.channel = channel
         self.fail_fast = fail_fast
         self._started: float | None = None
+        self._skip_list = 0
         self.pending = list(self.message_ids)
         self.last: dict[int, MessageStatus] = {}
         self.failures = 0
@@ -253,6 +256,22 @@ class WaitEngine:
         self._delays = schedule.delays()
         self._delay = next(self._delays)
         self._said, self._said_at = "", -math.inf
+
+    def wants_list(self) -> bool:
+        """
+        Whether this round asks the channel's list first: it lists, more than one message waits,
+        and the list found some of them lately (it holds only the newest 100 sends of the key: in
+        a busy workspace it may hold none of these; then it is asked again only every
+        :data:`LIST_RETRY_ROUNDS` rounds).
+        """
+        if not self.channel.listable or len(self.pending) < 2:
+            return False
+        self._skip_list = max(self._skip_list - 1, 0)
+        return self._skip_list == 0
+
+    def listed(self, found: int) -> None:
+        """Note how many pending messages the round's list answered (none: skip it for a while)."""
+        self._skip_list = LIST_RETRY_ROUNDS if found == 0 else 0
 
     def sleep_for(self, now: float) -> float:
         """Return the seconds to wait before the next poll; the deadline only shortens it."""
@@ -516,13 +535,15 @@ def listed_results(
 
     The one rule of reading a list, for the trigger and the sensor alike. A message is resolved
     only by an item with its own id. A list Octopods refused (e.g. a 400 "no messages sent yet")
-    answers nothing: every id is asked for by id. Any other failed list (a 429, a 5xx, a rejected
-    key) is the result of every id, so the wait backs off or stops as for any poll.
+    or answered unreadably (a 2xx too large or malformed) answers nothing: every id is asked for
+    by id. Any other failed list (a 429, a 5xx, a rejected key) is the result of every id, so the
+    wait backs off or stops as for any poll.
 
     :param pending: the ids polled this round.
     :param listing: the list's statuses by id, or the error of the list call.
     """
-    if isinstance(listing, OctopodsBadRequestError):
+    unreadable = isinstance(listing, OctopodsTransientError) and 200 <= (listing.status_code or 0) < 300
+    if isinstance(listing, OctopodsBadRequestError) or unreadable:
         listing = {}
     if isinstance(listing, OctopodsError):
         return dict.fromkeys(pending, listing), []
@@ -530,11 +551,6 @@ def listed_results(
     listed = {i: listing[i] for i in pending if i in listing and listing[i].status != DELETED}
     found: dict[int, MessageStatus | OctopodsError] = dict(listed)
     return found, [i for i in pending if i not in found]
-
-
-def uses_list(channel: Channel, pending: Sequence[int]) -> bool:
-    """Whether a round asks the channel's list first: when it lists, and more than one message waits."""
-    return channel.listable and len(pending) > 1
 
 
 class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
@@ -605,6 +621,7 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
         self.schedule = PollSchedule.of(initial_delay, poll_interval, backoff_factor, max_poll_interval)
         self.end_time = deadline(end_time)
         self.max_concurrency = max(int(max_concurrency), 1)
+        self._engine: WaitEngine | None = None  # the running wait's, set by run()
 
     @property
     def ids(self) -> list[int]:
@@ -639,7 +656,7 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until every message is terminal, the deadline passes or a permanent error occurs."""
         hooks = await _hooks_module()
-        engine = WaitEngine(
+        engine = self._engine = WaitEngine(
             self.ids, self.schedule, self.end_time, self.wait_for, self.channel, self.fail_fast
         )
         hook: OctopodsAsyncHook = hooks.OctopodsAsyncHook(self.octopods_conn_id)
@@ -666,7 +683,8 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
         """Ask for each id's status (the list first, where it helps), at most ``max_concurrency`` at once."""
         found: dict[int, MessageStatus | OctopodsError] = {}
         rest = ids
-        if uses_list(self.channel, ids):
+        engine = self._engine or WaitEngine(ids, self.schedule, channel=self.channel)
+        if engine.wants_list():
             try:
                 listing: dict[int, MessageStatus] | OctopodsError = await hook.list_messages(
                     self.channel, budget
@@ -674,6 +692,7 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
             except OctopodsError as err:
                 listing = err
             found, rest = listed_results(ids, listing)
+            engine.listed(len(found))
 
         async def poll(message_id: int) -> MessageStatus | OctopodsError:
             try:
