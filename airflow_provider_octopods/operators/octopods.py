@@ -728,10 +728,12 @@ class OctopodsBulkSendOperator(BaseOperator):
                 state, phone, message_id, reason = before
                 outcomes.append(Outcome(recipient.key, phone, state, message_id, reason))
         if previous:
+            unconfirmed = sum(1 for o in outcomes if o.state == UNCONFIRMED)
             self.log.info(
-                "An earlier try sent %d of these recipients (%d unconfirmed); sending the %d others.",
+                "Earlier tries handled %d of these recipients (%d sent, %d unconfirmed); sending the %d others.",
                 len(recipients) - len(fresh),
-                sum(1 for o in outcomes if o.state == UNCONFIRMED),
+                len(recipients) - len(fresh) - unconfirmed,
+                unconfirmed,
                 len(fresh),
             )
         left: dict[str, Any] = {}  # filled as the first message leaves: from then on no retry (before 3.3)

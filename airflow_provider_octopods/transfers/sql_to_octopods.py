@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SqlToOctopodsOperator"]
 
-#: Rows fetched from the cursor at a time: the result is never held in memory whole.
+#: Rows fetched from the cursor at a time, each checked into a small recipient before the next
+#: (the driver's client-side cursor may still hold the whole result, as psycopg's does).
 FETCH_SIZE = 1000
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}")
 #: The columns of ``results_table``, one row per recipient.
@@ -117,10 +118,11 @@ class SqlToOctopodsOperator(OctopodsBulkSendOperator):
         with closing(hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
             cursor.execute(self.sql, self.parameters) if self.parameters else cursor.execute(self.sql)
             names = [column[0] for column in cursor.description or ()]
-            if self.phone_column not in names:
-                raise OctopodsInputError(
-                    "phone_column", f"the query has no column {self.phone_column!r}; its columns: {names}."
-                )
+            for field, column in (("phone_column", self.phone_column), ("key_column", self.key_column)):
+                if column is not None and column not in names:
+                    raise OctopodsInputError(
+                        field, f"the query has no column {column!r}; its columns: {names}."
+                    )
             while rows := cursor.fetchmany(FETCH_SIZE):
                 for values in rows:
                     row = dict(zip(names, values, strict=False))

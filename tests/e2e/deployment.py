@@ -251,6 +251,11 @@ class PostgresServer:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database)
         return self
 
+    def create_database(self, name: str) -> str:
+        """Create another database on this server (a DAG's own data, beside Airflow's); return its name."""
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name)
+        return name
+
     def dump(self) -> bytes:
         """Return a plain-SQL dump of the whole database (every table, every row)."""
         cmd = [str(postgres_bindir() / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user]

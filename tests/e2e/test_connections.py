@@ -100,7 +100,10 @@ def test_rest_connection_test_runs_the_hook_in_the_api_server(
         "POST", "/connections/test", json={**body, "host": other_simulator.url, "password": OTHER_KEY}
     )
 
-    assert good == {"status": True, "message": "Connection works: Octopods accepted the SMS channel's API key."}
+    assert good == {
+        "status": True,
+        "message": "Connection works: Octopods accepted the SMS channel's API key.",
+    }
     assert revoked["status"] is False
     assert "rotated or revoked" in revoked["message"]
     assert OTHER_KEY not in revoked["message"]
