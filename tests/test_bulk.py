@@ -218,16 +218,26 @@ def test_sql_rows_are_rendered_per_row_sent_once_and_written_back(
     assert {key for key, _, _ in rows} >= {str(i) for i in range(30)}
 
 
-def test_the_sql_operator_refuses_a_missing_phone_column_before_any_send(
-    octopods_conn, tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    ("columns", "field", "column"),
+    [
+        ({}, "phone_column", "phone"),
+        ({"phone_column": "mobile", "key_column": "order"}, "key_column", "order"),
+    ],
+)
+def test_the_sql_operator_refuses_a_missing_column_before_any_send(
+    columns, field, column, octopods_conn, tmp_path, monkeypatch
 ):
     db = tmp_path / "bulk.db"
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE orders (order_id INTEGER, mobile TEXT)")
+        conn.execute("INSERT INTO orders VALUES (1, '+12015550123')")
     monkeypatch.setenv("AIRFLOW_CONN_BULK_DB", json.dumps({"conn_type": "sqlite", "host": str(db)}))
-    task = SqlToOctopodsOperator(task_id="t", sql="SELECT * FROM orders", conn_id="bulk_db", body="x")
+    task = SqlToOctopodsOperator(
+        task_id="t", sql="SELECT * FROM orders", conn_id="bulk_db", body="x", **columns
+    )
 
-    with pytest.raises(OctopodsInputError, match=r"phone_column: the query has no column 'phone'"):
+    with pytest.raises(OctopodsInputError, match=rf"{field}: the query has no column '{column}'"):
         task.execute({"ti": SimpleNamespace(max_tries=0)})
     assert not octopods_conn.messages
 
