@@ -541,9 +541,17 @@ def test_an_unreadable_list_makes_the_round_poll_by_id_and_a_busy_one_is_skipped
 
     too_large = OctopodsTransientError("Octopods sent an answer larger than ...", status_code=200)
     throttled = OctopodsTransientError("Octopods answered HTTP 429", status_code=429)
-    assert _wait.listed_results([1, 2], too_large) == ({}, [1, 2])
-    assert _wait.listed_results([1, 2], OctopodsBadRequestError("none yet", status_code=400)) == ({}, [1, 2])
-    assert _wait.listed_results([1, 2], throttled) == ({1: throttled, 2: throttled}, [])
+    assert _wait.listed_results([1, 2], too_large) == ({}, [1, 2], 0)
+    assert _wait.listed_results([1, 2], OctopodsBadRequestError("none yet", status_code=400)) == (
+        {},
+        [1, 2],
+        0,
+    )
+    assert _wait.listed_results([1, 2], throttled) == ({1: throttled, 2: throttled}, [], 2)
+    # The list says who still waits; a final status from it is asked for by id (for its timestamps).
+    listing = {1: _status(1, "sent"), 2: _status(2, "delivered"), 3: _status(3, "read")}
+    assert _wait.listed_results([1, 2, 3, 4], listing) == ({1: listing[1]}, [2, 3, 4], 3)
+    assert _wait.listed_results([1, 2, 3], listing, "read") == ({1: listing[1], 2: listing[2]}, [3], 3)
 
     engine = WaitEngine([1, 2], SCHEDULE, channel=WHATSAPP)
     assert engine.wants_list()

@@ -220,8 +220,8 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
                 listing: dict[int, MessageStatus] | OctopodsError = self.hook.list_messages(self.channel)
             except OctopodsError as err:
                 listing = err
-            found, rest = wait.listed_results(rest, listing)
-            engine.listed(len(found))
+            found, rest, held = wait.listed_results(rest, listing, self.wait_for)
+            engine.listed(held)
         for message_id in rest:
             try:
                 found[message_id] = self.hook.get_message_status(message_id, self.channel)

@@ -257,14 +257,18 @@ class WaitEngine:
         self._delay = next(self._delays)
         self._said, self._said_at = "", -math.inf
 
-    def wants_list(self) -> bool:
+    def wants_list(self, now: float | None = None) -> bool:
         """
         Whether this round asks the channel's list first: it lists, more than one message waits,
-        and the list found some of them lately (it holds only the newest 100 sends of the key: in
-        a busy workspace it may hold none of these; then it is asked again only every
-        :data:`LIST_RETRY_ROUNDS` rounds).
+        it is not the round at the deadline (which asks by id, so a timeout names when each message
+        was delivered), and the list found some of them lately (it holds only the newest 100 sends
+        of the key: in a busy workspace it may hold none of these; then it is asked again only
+        every :data:`LIST_RETRY_ROUNDS` rounds).
+
+        :param now: the current UNIX time.
         """
-        if not self.channel.listable or len(self.pending) < 2:
+        at_deadline = self.end_time is not None and now is not None and now >= self.end_time
+        if not self.channel.listable or len(self.pending) < 2 or at_deadline:
             return False
         self._skip_list = max(self._skip_list - 1, 0)
         return self._skip_list == 0
@@ -528,29 +532,34 @@ def require_delivered(
 
 
 def listed_results(
-    pending: Sequence[int], listing: dict[int, MessageStatus] | OctopodsError
-) -> tuple[dict[int, MessageStatus | OctopodsError], list[int]]:
+    pending: Sequence[int], listing: dict[int, MessageStatus] | OctopodsError, wait_for: str = DELIVERED
+) -> tuple[dict[int, MessageStatus | OctopodsError], list[int], int]:
     """
-    Split a round of a batch wait: the results the list answered, and the ids to ask for one by one.
+    Split a round of a batch wait: what the list answered, the ids to ask one by one, and how many it held.
 
-    The one rule of reading a list, for the trigger and the sensor alike. A message is resolved
-    only by an item with its own id. A list Octopods refused (e.g. a 400 "no messages sent yet")
-    or answered unreadably (a 2xx too large or malformed) answers nothing: every id is asked for
-    by id. Any other failed list (a 429, a 5xx, a rejected key) is the result of every id, so the
-    wait backs off or stops as for any poll.
+    The one rule of reading a list, for the trigger and the sensor alike. The list says which
+    messages are still waiting: a message is resolved only by an item with its own id, and only
+    while it is not final for ``wait_for``. A message the list shows as final (delivered, read,
+    deleted, failed) is asked for by id once, since a list item has no ``delivered_at``,
+    ``read_at`` or ``status_message``: the result is the same as a wait on that message alone.
+    A list Octopods refused (e.g. a 400 "no messages sent yet") or answered unreadably (a 2xx too
+    large or malformed) answers nothing: every id is asked for by id. Any other failed list (a 429,
+    a 5xx, a rejected key) is the result of every id, so the wait backs off or stops as for any poll.
 
     :param pending: the ids polled this round.
     :param listing: the list's statuses by id, or the error of the list call.
+    :param wait_for: what the wait waits for.
     """
     unreadable = isinstance(listing, OctopodsTransientError) and 200 <= (listing.status_code or 0) < 300
     if isinstance(listing, OctopodsBadRequestError) or unreadable:
         listing = {}
     if isinstance(listing, OctopodsError):
-        return dict.fromkeys(pending, listing), []
-    # A list item has no read_at: a message deleted after delivery is asked for by id, which may say it was read.
-    listed = {i: listing[i] for i in pending if i in listing and listing[i].status != DELETED}
-    found: dict[int, MessageStatus | OctopodsError] = dict(listed)
-    return found, [i for i in pending if i not in found]
+        return dict.fromkeys(pending, listing), [], len(pending)
+    held = [i for i in pending if i in listing]
+    found: dict[int, MessageStatus | OctopodsError] = {
+        i: listing[i] for i in held if reached(listing[i], wait_for) is None and listing[i].status != DELETED
+    }
+    return found, [i for i in pending if i not in found], len(held)
 
 
 class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
@@ -684,15 +693,15 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
         found: dict[int, MessageStatus | OctopodsError] = {}
         rest = ids
         engine = self._engine or WaitEngine(ids, self.schedule, channel=self.channel)
-        if engine.wants_list():
+        if engine.wants_list(time.time()):
             try:
                 listing: dict[int, MessageStatus] | OctopodsError = await hook.list_messages(
                     self.channel, budget
                 )
             except OctopodsError as err:
                 listing = err
-            found, rest = listed_results(ids, listing)
-            engine.listed(len(found))
+            found, rest, held = listed_results(ids, listing, self.wait_for)
+            engine.listed(held)
 
         async def poll(message_id: int) -> MessageStatus | OctopodsError:
             try:
