@@ -296,3 +296,25 @@ def test_the_ledger_keeps_each_chunk_small():
     ledger.record(number, [Outcome(r.key, r.phone, "sent", 10**12 + i) for i, r in enumerate(window)])
 
     assert len(json.dumps(store.values[f"octopods_bulk_{number}"])) < 65535 / 2
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "from airflow_provider_octopods.operators.octopods import OctopodsBulkSendOperator",
+        "from airflow_provider_octopods.transfers.sql_to_octopods import SqlToOctopodsOperator",
+    ],
+)
+def test_parsing_a_dag_with_a_bulk_send_imports_no_http_client_nor_common_sql(statement):
+    """DAG-parse cost: the hooks (requests, aiohttp) and common.sql are imported when a task runs."""
+    import subprocess
+    import sys
+
+    probe = (
+        f"import sys\n{statement}\n"
+        "heavy = [m for m in ('aiohttp', 'requests', 'airflow.providers.common.sql.hooks.sql', "
+        "'airflow_provider_octopods.hooks.octopods') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]", out
