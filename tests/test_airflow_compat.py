@@ -2,7 +2,7 @@
 What keeps the provider on one code path across the Airflow matrix (2.11 and 3.3, ``make test-matrix``).
 
 The provider imports Airflow through ``airflow.providers.common.compat`` (plus the http provider
-it builds on and ``airflow.triggers.base``), and the connection form reaches the UI of every
+it builds on, common.sql's ``DbApiHook`` for the SQL transfer, and ``airflow.triggers.base``), and the connection form reaches the UI of every
 Airflow version: from ``conn-fields`` on 3.2+, from the hook's methods before.
 """
 
@@ -23,6 +23,7 @@ PACKAGE = Path(airflow_provider_octopods.__file__).parent
 #: (``airflow.__version__``: what ``version_compat.py`` reads, as the official providers' does).
 ALLOWED = (
     "airflow.providers.common.compat",
+    "airflow.providers.common.sql",  # DbApiHook, for the SQL transfer: stable since common.sql 1.x
     "airflow.providers.http",
     "airflow.triggers.base",
     "airflow.__version__",

@@ -459,10 +459,10 @@ def test_trigger_crash_fails_without_resending(octopods_conn, capfd, caplog, mon
     """An unexpected error in the trigger becomes an error event; the task fails, naming the SMS, once."""
     from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
 
-    async def crash(self, message_id, timeout=None):
+    async def crash(self, message_id, timeout=None, channel=None):
         raise RuntimeError("a bug in the status parser")
 
-    monkeypatch.setattr(OctopodsAsyncHook, "get_sms_status", crash)
+    monkeypatch.setattr(OctopodsAsyncHook, "get_message_status", crash)
 
     results, output = run_dag("octopods_test_send_and_wait_cut_deferrable", {}, capfd, caplog)
 

@@ -522,7 +522,7 @@ def test_a_batch_wait_logs_a_heartbeat_with_counts_at_most_once_a_minute():
     later = engine.feed([_status(2, "sent")], 61.0)
 
     assert [s.logs[-1][0] for s in (first, soon, later)] == [logging.INFO, logging.DEBUG, logging.INFO]
-    level, text, args = later.logs[-1]
+    _, text, args = later.logs[-1]
     assert (text % args).startswith(
         "Waiting on 1 of 3 SMS: 1 delivered, 1 failed; 0.0 final/s; 59 min left"
     ), text % args
