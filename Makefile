@@ -94,6 +94,8 @@ bench: venv
 	$(BIN)/python -m benchmarks.parse_cost
 	$(BIN)/python -m benchmarks.request_budget
 	$(BIN)/python -m benchmarks.whatsapp_batch_wait
+	$(BIN)/python -m benchmarks.bulk_send
+	$(BIN)/python -m benchmarks.bulk_kill_retry
 
 ## Rerun the fault-injection matrix and rewrite docs/reliability.md from it.
 .PHONY: reliability-report

@@ -25,8 +25,12 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 #: The simulator's key in benchmarks (a made-up one: the simulator is the only server).
 BENCH_KEY = "bench-channel-key-5e1d0c2b9a47"
+#: The simulator's WhatsApp key in benchmarks (each channel has its own key).
+BENCH_WHATSAPP_KEY = "bench-whatsapp-key-8c3f17e2d6b0"
 OCTOPODS_CONN_ID = "octopods_bench"
 HTTP_CONN_ID = "http_bench"
+#: The WhatsApp trigger's default connection, which the WhatsApp benchmark defines.
+WHATSAPP_CONN_ID = "octopods_whatsapp_default"
 
 
 def connection_env(url: str, key: str = BENCH_KEY) -> dict[str, str]:
@@ -46,6 +50,22 @@ def connection_env(url: str, key: str = BENCH_KEY) -> dict[str, str]:
         f"AIRFLOW_CONN_{OCTOPODS_CONN_ID.upper()}": json.dumps(octopods),
         f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(http),
     }
+
+
+def whatsapp_connection_env(
+    url: str, key: str = BENCH_WHATSAPP_KEY, extra: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """
+    Return the environment that defines the WhatsApp connection ``octopods_whatsapp_default``.
+
+    :param url: the simulator's base URL.
+    :param key: the WhatsApp Business API key.
+    :param extra: the connection's extras, e.g. ``{"max_requests_per_second": 20}``.
+    """
+    conn: dict[str, Any] = {"conn_type": "octopods", "host": url, "password": key}
+    if extra:
+        conn["extra"] = extra
+    return {f"AIRFLOW_CONN_{WHATSAPP_CONN_ID.upper()}": json.dumps(conn)}
 
 
 @contextlib.contextmanager
@@ -120,6 +140,21 @@ class AdminClient:
         )
         return [int(i) for i in answer["message_ids"]], float(answer["created_at"])
 
+    def create_scripted(self, specs: list[dict[str, Any]]) -> tuple[list[int], float]:
+        """
+        Create one message per spec (``timeline``, optional ``channel``, ``phone_number``, ``template_id``).
+
+        Return their ids and the UNIX time their timelines start.
+        """
+        answer = self._call("POST", "/_simulator/messages", {"messages": specs})
+        return [int(i) for i in answer["message_ids"]], float(answer["created_at"])
+
+    def settings(self, **changes: Any) -> dict[str, Any]:
+        """Change the simulator's settings (e.g. ``list_shape="array"``), if any; return them all."""
+        if changes:
+            return dict(self._call("POST", "/_simulator/settings", changes))
+        return dict(self._call("GET", "/_simulator/settings"))
+
     def stats(self) -> dict[str, Any]:
         """Return the simulator's counters (the connection of this very call included)."""
         return dict(self._call("GET", "/_simulator/stats"))
@@ -129,12 +164,19 @@ class SimulatorProcess:
     """
     ``octopods-simulator`` in a child process, so its CPU is not counted against the client.
 
-    :param key: the valid Channel API key.
+    It runs with ``--quiet``: the simulator otherwise logs a line per request on stderr, CPU the
+    benchmarks must not pay (on a shared machine, the server's CPU is the client's too).
+
+    :param key: the valid SMS Channel API key.
     :param args: more command-line arguments, e.g. ``["--rate-limit", "50"]``.
+    :param whatsapp_key: the valid WhatsApp Business API key.
     """
 
-    def __init__(self, key: str = BENCH_KEY, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, key: str = BENCH_KEY, args: Sequence[str] = (), whatsapp_key: str = BENCH_WHATSAPP_KEY
+    ) -> None:
         self.key = key
+        self.whatsapp_key = whatsapp_key
         self.args = list(args)
         self.url = ""
         self._proc: subprocess.Popen[str] | None = None
@@ -151,6 +193,9 @@ class SimulatorProcess:
                 "0",
                 "--key",
                 self.key,
+                "--whatsapp-key",
+                self.whatsapp_key,
+                "--quiet",
                 *self.args,
             ],
             cwd=ROOT,
@@ -321,3 +366,103 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-process", action="store_true", help="run phases here (smoke tests)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a phase may take")
     parser.add_argument("--json", help="also write every measurement to this JSON file")
+
+
+# -- the simulator with a record of its answers (bulk sends) ----------------------------------
+
+#: The admin path of :class:`RecordingSimulatorProcess`: every message's phone, every answer's time.
+RECORD_PATH = "/_simulator/bench-record"
+
+
+def _recording_simulator_class() -> type:
+    """The simulator class of :class:`RecordingSimulatorProcess` (imported in the child only)."""
+    import time
+
+    from airflow_provider_octopods.testing.simulator import OctopodsSimulator
+
+    class RecordingSimulator(OctopodsSimulator):  # type: ignore[misc]
+        """
+        ``OctopodsSimulator``, also keeping ``[UNIX time, "send" | "other", HTTP status]`` of every
+        answer to an Octopods endpoint and the UNIX time the rate limit admitted each request,
+        served with each message's ``[id, phone]`` at ``RECORD_PATH``.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.answers: list[tuple[float, str, int]] = []
+            self.admitted: list[float] = []
+
+        def _admit(self, key: str | None) -> int | None:
+            retry_after = super()._admit(key)
+            if retry_after is None and self.rate_limit is not None:
+                self.admitted.append(time.time())
+            return retry_after
+
+        async def _respond(self, request: Any) -> Any:
+            if request.path == RECORD_PATH:
+                with self._lock:
+                    record = {
+                        "messages": [[m.message_id, m.phone_number] for m in self.messages.values()],
+                        "answers": list(self.answers),
+                        "admitted": list(self.admitted),
+                    }
+                return self._json(200, record)
+            response = await super()._respond(request)
+            if not request.path.startswith("/_simulator/"):
+                kind = "send" if request.method == "POST" else "other"
+                with self._lock:
+                    self.answers.append((time.time(), kind, response.status))
+            return response
+
+    return RecordingSimulator
+
+
+def serve_recording_simulator(argv: list[str] | None = None) -> int:
+    """
+    Run ``octopods-simulator``'s command line (same options) with the recording simulator.
+
+    :param argv: command-line arguments (default: ``sys.argv[1:]``).
+    """
+    from airflow_provider_octopods.testing import __main__ as cli
+
+    cli.OctopodsSimulator = _recording_simulator_class()  # type: ignore[assignment,misc]
+    return cli.main(argv)
+
+
+class RecordingSimulatorProcess(SimulatorProcess):
+    """
+    :class:`SimulatorProcess`, whose simulator also records what it answered, and when.
+
+    :meth:`record` returns ``{"messages": [[id, phone], ...], "answers": [[UNIX time, "send" |
+    "other", status], ...], "admitted": [UNIX time, ...]}``: the phone of every message it
+    created, the time and status of every answer to an Octopods endpoint (admin calls excluded)
+    and, with ``--rate-limit``, when its sliding window admitted each request (its own clock).
+    Same arguments as its parent.
+    """
+
+    def __enter__(self) -> RecordingSimulatorProcess:
+        self._log = tempfile.TemporaryFile("w+")
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from benchmarks._common import serve_recording_simulator as s; raise SystemExit(s())",
+                *("--port", "0", "--key", self.key, "--whatsapp-key", self.whatsapp_key, "--quiet"),
+                *self.args,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        first = self._proc.stdout.readline().strip()
+        if not first.startswith("Octopods simulator listening on "):
+            self.__exit__()
+            raise RuntimeError(f"The simulator did not start: {first or 'no output'}")
+        self.url = first.rsplit(" ", 1)[1]
+        return self
+
+    def record(self) -> dict[str, Any]:
+        """Every message's ``[id, phone]``, every answer's ``[UNIX time, kind, status]``, every admission's time."""
+        return dict(self.admin._call("GET", RECORD_PATH))

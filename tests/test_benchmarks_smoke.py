@@ -98,3 +98,78 @@ def test_request_budget_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert phases["fixed"]["throttled"] == 0
     # Waits on one id started together share their requests.
     assert phases["coalesce"]["requests"] * 2 <= phases["coalesce"]["polls"]
+
+
+def test_whatsapp_batch_wait_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import whatsapp_batch_wait
+
+    argv = [
+        *("--n", "5", "120", "--poll-interval", "0.05", "--deliver-after", "0.2"),
+        *("--budget-rate", "50", "--budget-deliver-after", "0.5", "--json", str(tmp_path / "r.json")),
+    ]
+    out = _run(whatsapp_batch_wait.main, argv, capsys)
+    assert out.splitlines()[-1].startswith("WhatsApp batch wait, with the list vs per id: N=5 messages:")
+    report = json.loads((tmp_path / "r.json").read_text())
+    runs = {(r["n"], r["shape"], r["side"]): r for r in report["runs"]}
+    assert len(runs) == 8  # 2 sizes x 2 list shapes x 2 sides
+    for (n, _, side), run in runs.items():
+        assert run["event_status"] == "done" and run["delivered"] == n, run
+        full = [r for r in run["per_round"] if r["pending"] == n and not r["final"]]
+        assert run["full_rounds"] == len(full) and (full or side == "per-id"), run
+        # Deterministic, unlike timings: with every message pending, a round asks the list once
+        # and polls by id only the messages not among the newest 100; without it, every one.
+        listed = side == "list"
+        if full:  # per id on 120 messages, a round may already see deliveries
+            assert {r["requests"] for r in full} == {1 + max(0, n - 100) if listed else n}, run
+            assert {r["list_requests"] for r in full} == {1 if listed else 0}, run
+        assert run["requests"] == run["list_requests"] + run["status_requests"], run
+    for row in report["comparison"]:
+        assert row["met"] is (True if row["n"] == 5 else None)
+    budgeted, unset = report["budget"]
+    assert budgeted["within"] and budgeted["rate_limited"] == 0, budgeted
+    assert budgeted["list_requests"] >= 1 and budgeted["status_requests"] >= 1  # both kinds counted
+    assert unset["rate"] is None and unset["within"] is None
+    # --other-sends: newer sends of a busy workspace push the wait's messages out of the list.
+    assert whatsapp_batch_wait.expected_per_round(100, "list", other_sends=100) == 101
+    assert whatsapp_batch_wait.expected_per_round(100, "list", other_sends=40) == 41
+
+
+def test_bulk_send_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import bulk_send
+
+    argv = ["--quick", "--recipients", "60", "--memory-sizes", "100", "300", "--trace-n", "100"]
+    out = _run(bulk_send.main, [*argv, "--json", str(tmp_path / "r.json")], capsys)
+    assert out.splitlines()[-1].startswith("bulk send: fixed 45/s:")
+    assert out.splitlines()[-1].endswith("every target met")
+    assert "| 45/s (fixed) | 60 |" in out and "| unset (adaptive) | 60 |" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    # Deterministic, unlike timings: each recipient gets exactly one message, every one is
+    # reported sent, and a budget under the simulator's limit is never refused after 1 s.
+    for phase in ("fixed", "adaptive"):
+        r = report[phase]
+        assert (r["messages"], r["distinct_phones"], r["doubled"], r["missing"]) == (60, 60, 0, 0)
+        assert r["counts"] == {"sent": 60}
+    assert report["fixed"]["throttled_after_1s"] == 0
+    assert report["loop"]["messages"] == 20 and report["loop"]["doubled"] == 0
+    runs = report["memory"]["runs"]
+    assert [r["n"] for r in runs] == [100, 300] and all(r["exactly_once"] for r in runs)
+    assert all(r["growth_mb"] >= 0 and r["store_sets"] > 0 for r in runs)
+    assert report["memory"]["traced"]["top"]  # tracemalloc's top lines are reported
+
+
+def test_bulk_kill_retry_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import bulk_kill_retry
+
+    argv = [
+        *("--recipients", "60", "--rate", "50", "--kills", "1", "--window", "10", "--seed", "10"),
+        *("--no-baseline", "--json", str(tmp_path / "r.json")),
+    ]
+    out = _run(bulk_kill_retry.main, argv, capsys)
+    last = out.splitlines()[-1]
+    assert last.startswith("kill and retry, 60 recipients, 1 kills: 0 duplicates,")
+    assert last.endswith("every target met")
+    (ledger,) = json.loads((tmp_path / "r.json").read_text())["sides"]
+    assert ledger["duplicates"] == 0 and ledger["not_reported"] == 0
+    assert ledger["sent"] + ledger["unconfirmed"] == 60
+    (kill,) = ledger["kills"]
+    assert kill["killed"] and len(kill["in_flight"]) == ledger["unconfirmed"] <= 10
