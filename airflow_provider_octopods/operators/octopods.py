@@ -55,6 +55,7 @@ from airflow_provider_octopods.triggers.octopods import (
     statuses_from_event,
 )
 from airflow_provider_octopods.utils.bulk import (
+    ERROR_ROWS,
     INVALID,
     REJECTED,
     SENT,
@@ -702,8 +703,12 @@ class OctopodsBulkSendOperator(BaseOperator):
             raise OctopodsInputError(
                 "messages", invalid_rows_error([(o.key, o.reason or "") for o in invalid], total)
             )
-        for outcome in invalid:
+        for outcome in invalid[:ERROR_ROWS]:
             self.log.warning("Not sending %s (%s): %s", outcome.key, outcome.phone, outcome.reason)
+        if len(invalid) > ERROR_ROWS:
+            self.log.warning(
+                "... and %d more invalid rows (counted in the report).", len(invalid) - ERROR_ROWS
+            )
         self.log.info(
             "Checked %d rows: %d recipients to send, %d invalid, %d duplicate keys.",
             total,
