@@ -571,18 +571,13 @@ def send_call(
     """
     phone, payload = _recipient(destination_phone, settings, options)
     cost = check_body(body, max_segments=parse_max_segments(options.get("max_segments")))
-    call = Call(
-        "send",
-        "POST",
+    call = prepared_send_call(
+        SMS,
         SEND_PATH,
         _json({**payload, "body": body}),
-        parse=lambda answer: dataclasses.replace(
-            SentMessage.from_api(answer),
-            destination_phone=phone,
-            encoding=cost.encoding,
-            segments=cost.segments,
-        ),
-        subject=f"the SMS to {phone}",
+        phone,
+        encoding=cost.encoding,
+        segments=cost.segments,
     )
     culprit = ucs2_culprit(body)
     warning = None
@@ -651,29 +646,24 @@ def whatsapp_call(
         payload["message_variables"] = fitted
     if url:
         payload["header_attachment_url"] = url
-    return Call(
-        "send",
-        "POST",
-        f"{TEMPLATES_PATH}/{number}/messages",
-        _json(payload),
-        parse=lambda answer: dataclasses.replace(
-            SentMessage.from_api(answer), destination_phone=phone, template_id=number, channel=WHATSAPP.name
-        ),
-        subject=f"the WhatsApp message to {phone}",
-        channel=WHATSAPP,
+    return prepared_send_call(
+        WHATSAPP, f"{TEMPLATES_PATH}/{number}/messages", _json(payload), phone, template_id=number
     )
 
 
-def prepared_send_call(channel: Channel, path: str, body: bytes, phone: str) -> Call:
+def prepared_send_call(channel: Channel, path: str, body: bytes, phone: str, **facts: Any) -> Call:
     """
-    Return the call of a send checked earlier (by :func:`send_call` or :func:`whatsapp_call`) and kept as its path and body.
+    Return the call of a checked send: the one place a send's :class:`Call` and its result are made.
 
-    A bulk send keeps each recipient's send this small, not as a :class:`Call`.
+    :func:`send_call` and :func:`whatsapp_call` check and encode a send, then build it here; a bulk
+    send keeps each recipient as its path and body only, and rebuilds its call here when it sends.
 
     :param channel: the channel.
     :param path: the send's path.
     :param body: the send's JSON body.
     :param phone: the number in E.164 form.
+    :param facts: what the hook knows of the send, set on the
+        :class:`~airflow_provider_octopods.models.SentMessage` (``encoding``, ``template_id`` ...).
     """
     return Call(
         "send",
@@ -681,7 +671,7 @@ def prepared_send_call(channel: Channel, path: str, body: bytes, phone: str) -> 
         path,
         body,
         parse=lambda answer: dataclasses.replace(
-            SentMessage.from_api(answer), destination_phone=phone, channel=channel.name
+            SentMessage.from_api(answer), destination_phone=phone, channel=channel.name, **facts
         ),
         subject=f"the {channel.noun} to {phone}",
         channel=channel,
