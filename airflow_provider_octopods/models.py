@@ -104,12 +104,23 @@ WHATSAPP = Channel(
 CHANNELS = {channel.name: channel for channel in (SMS, WHATSAPP)}
 
 
+def parse_choice(value: Any, field: str, choices: Sequence[str]) -> str:
+    """
+    Return ``value`` as one of ``choices`` (any case, surrounding whitespace ignored), or raise naming the field.
+
+    :param value: what the user gave.
+    :param field: the argument's name, for the error message.
+    :param choices: the accepted words, lower case.
+    """
+    word = value.strip().lower() if isinstance(value, str) else value
+    if word not in choices:
+        raise OctopodsInputError(field, f"got {value!r:.40}; pass {' or '.join(map(repr, choices))}.")
+    return str(word)
+
+
 def parse_wait_for(value: Any, field: str = "wait_for") -> str:
     """Return ``delivered`` or ``read`` (any case), or raise naming the field."""
-    word = value.strip().lower() if isinstance(value, str) else value
-    if word not in WAIT_FOR:
-        raise OctopodsInputError(field, f"got {value!r:.40}; pass 'delivered' or 'read'.")
-    return str(word)
+    return parse_choice(value, field, WAIT_FOR)
 
 
 #: The largest message id accepted (a signed 64-bit integer), so an id always fits in a path.

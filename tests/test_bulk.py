@@ -319,3 +319,19 @@ def test_parsing_a_dag_with_a_bulk_send_imports_no_http_client_nor_common_sql(st
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]", out
+
+
+def test_what_a_tired_user_types_for_the_choices_is_read_or_refused_naming_the_field():
+    task = OctopodsBulkSendOperator(task_id="bulk", messages=[], channel=" WhatsApp\n", on_invalid="Skip ")
+    assert (task.channel.name, task.on_invalid, task.octopods_conn_id) == (
+        "whatsapp",
+        "skip",
+        "octopods_whatsapp_default",
+    )
+    for bad in ("0.9", True, None, float("nan")):
+        if bad is None:
+            continue  # None: never fail on the ratio
+        with pytest.raises(OctopodsInputError, match=r"^Invalid min_delivered_ratio: "):
+            OctopodsBulkSendOperator(task_id="bulk", messages=[], min_delivered_ratio=bad)
+    with pytest.raises(OctopodsInputError, match=r"^Invalid channel: got None; pass 'sms' or 'whatsapp'\."):
+        OctopodsBulkSendOperator(task_id="bulk", messages=[], channel=None)

@@ -34,6 +34,7 @@ from airflow_provider_octopods.models import (
     SendArguments,
     SendOptions,
     TemplateArguments,
+    parse_choice,
     parse_literal,
     parse_wait_for,
     reached,
@@ -137,14 +138,10 @@ class OctopodsSendOperatorBase(ScheduledWait, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if on_untrackable not in ON_UNTRACKABLE:
-            raise OctopodsInputError(
-                "on_untrackable", f"got {on_untrackable!r:.30}; pass 'fail' or 'succeed'."
-            )
         self.octopods_conn_id = octopods_conn_id or self.channel.conn_id
         self.wait_for_delivery = wait_for_delivery
         self.wait_for = parse_wait_for(wait_for)
-        self.on_untrackable = on_untrackable
+        self.on_untrackable = parse_choice(on_untrackable, "on_untrackable", ON_UNTRACKABLE)
         self.deferrable = deferrable
         self.schedule = PollSchedule.of(initial_delay, poll_interval, backoff_factor, max_poll_interval)
         self.timeout = seconds(timeout, "timeout")
@@ -602,24 +599,23 @@ class OctopodsBulkSendOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if channel not in CHANNELS:
-            raise OctopodsInputError("channel", f"got {channel!r:.30}; pass 'sms' or 'whatsapp'.")
-        if on_invalid not in ON_INVALID:
-            raise OctopodsInputError("on_invalid", f"got {on_invalid!r:.30}; pass 'fail' or 'skip'.")
-        if min_delivered_ratio is not None and not 0 <= min_delivered_ratio <= 1:
+        ratio = min_delivered_ratio
+        if ratio is not None and (
+            isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1
+        ):
             raise OctopodsInputError(
                 "min_delivered_ratio", f"got {min_delivered_ratio!r}; pass a number from 0 to 1."
             )
         if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= BULK_CHUNK:
             raise OctopodsInputError("window", f"got {window!r:.20}; pass a number from 1 to {BULK_CHUNK}.")
         self.messages = messages
-        self.channel = CHANNELS[channel]
+        self.channel = CHANNELS[parse_choice(channel, "channel", tuple(CHANNELS))]
         self.wait_for_delivery = wait_for_delivery
         self.wait_for = parse_wait_for(wait_for)
         self.deferrable = deferrable
         self.timeout = seconds(timeout, "timeout")
         self.schedule = PollSchedule.of(initial_delay, poll_interval, 1.0, poll_interval)
-        self.on_invalid = on_invalid
+        self.on_invalid = parse_choice(on_invalid, "on_invalid", ON_INVALID)
         self.min_delivered_ratio = min_delivered_ratio
         self.octopods_conn_id = octopods_conn_id or self.channel.conn_id
         self.window = window
