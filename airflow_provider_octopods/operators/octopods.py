@@ -637,8 +637,8 @@ class OctopodsBulkSendOperator(BaseOperator):
             )
         yield from messages
 
-    def _check(self, context: Context) -> tuple[list[Recipient], list[Outcome], int]:
-        """Check every row before any send; return the recipients, the invalid rows' outcomes, the duplicates."""
+    def _check(self, context: Context) -> tuple[list[Recipient], list[Outcome]]:
+        """Check every row before any send; return the recipients and the invalid rows' outcomes."""
         from airflow_provider_octopods.hooks import octopods as hooks
 
         hook = hooks.OctopodsHook(self.octopods_conn_id, max_retries=2)
@@ -712,13 +712,13 @@ class OctopodsBulkSendOperator(BaseOperator):
             len(invalid),
             duplicates,
         )
-        return recipients, invalid, duplicates
+        return recipients, invalid
 
     # -- the sends --------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         ledger = BulkLedger.of(context)
-        recipients, outcomes, _ = self._check(context)
+        recipients, outcomes = self._check(context)
         previous = ledger.previous()
         fresh: list[Recipient] = []
         for recipient in recipients:
