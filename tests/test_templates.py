@@ -627,4 +627,3 @@ def test_bytes_are_refused_not_read_as_byte_values():
         message_variables(b"Al", BODY_ONLY)
 
     assert refused.value.field == "message_variables"
-
