@@ -310,10 +310,9 @@ def _run_child(spec: dict[str, Any]) -> dict[str, Any]:
     tracing = bool(spec.get("trace"))
 
     class Measured(OctopodsBulkSendOperator):
-        def _check(self, context: Any) -> Any:
-            result = super()._check(context)
+        def _check(self, context: Any, recipients: Any) -> None:
+            super()._check(context, recipients)
             marks["checked"] = time.monotonic()
-            return result
 
         def _finish(self, context: Any, outcomes: Any, event: Any) -> Any:
             marks["sent"] = time.monotonic()

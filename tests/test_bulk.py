@@ -16,7 +16,18 @@ from airflow_provider_octopods.exceptions import OctopodsInputError
 from airflow_provider_octopods.operators.octopods import OctopodsBulkSendOperator
 from airflow_provider_octopods.testing import OctopodsSimulator
 from airflow_provider_octopods.transfers.sql_to_octopods import SqlToOctopodsOperator
-from airflow_provider_octopods.utils.bulk import Outcome, build_report, invalid_rows_error, recipient_key
+from airflow_provider_octopods.utils.bulk import (
+    INVALID,
+    REJECTED,
+    SENT,
+    UNCONFIRMED,
+    Outcome,
+    Recipient,
+    RecipientTable,
+    build_report,
+    invalid_rows_error,
+    recipient_key,
+)
 from airflow_provider_octopods.utils.ledger import BulkLedger
 from tests.conftest import AIRFLOW_VERSION, TEST_API_KEY
 from tests.test_dag_runs import run_dag
@@ -141,8 +152,8 @@ def test_a_cleared_task_is_a_new_generation_and_sends_again(octopods_conn):
         [Outcome("k", "+12015550123", "sent", 7)],
     )
 
-    assert BulkLedger(store, 1).previous() == {}
-    assert BulkLedger(store, 0).previous() == {"k": ["sent", "+12015550123", 7, None]}
+    assert list(BulkLedger(store, 1).previous()) == []
+    assert list(BulkLedger(store, 0).previous()) == [("k", "sent", "+12015550123", 7, None)]
 
 
 def test_429s_never_lose_nor_double_a_message(monkeypatch):
@@ -335,3 +346,66 @@ def test_what_a_tired_user_types_for_the_choices_is_read_or_refused_naming_the_f
             OctopodsBulkSendOperator(task_id="bulk", messages=[], min_delivered_ratio=bad)
     with pytest.raises(OctopodsInputError, match=r"^Invalid channel: got None; pass 'sms' or 'whatsapp'\."):
         OctopodsBulkSendOperator(task_id="bulk", messages=[], channel=None)
+
+
+def recipient(key: str, phone: str = "+12015550123") -> Recipient:
+    return Recipient(key, phone, SEND, json.dumps({"destination_phone": phone, "body": key}).encode())
+
+
+def test_the_recipient_table_keeps_order_drops_duplicate_keys_and_sends_in_windows():
+    table = RecipientTable()
+    try:
+        assert table.add(recipient("a")) and table.add(recipient("b'; DROP TABLE r; --"))
+        table.add_invalid("row 3", "12345", "not a number")
+        table.add_invalid("row 4", "12345", "not a number")  # the same label twice: both kept
+        assert not table.add(recipient("a", "+12015550200"))  # a duplicate key: the first one stays
+        assert table.add(recipient("row 3"))  # a key that looks like an invalid row's label is its own
+        assert table.add(recipient("ünïcødé " * 40))
+
+        assert table.counts == Counter({None: 4, INVALID: 2})
+        windows = list(table.to_send(3))
+        assert [[r.key for r in w] for w in windows] == [
+            ["a", "b'; DROP TABLE r; --", "row 3"],
+            ["ünïcødé " * 40],
+        ]
+        assert windows[0][0] == recipient("a")  # what was added comes back, byte for byte
+
+        table.record([Outcome("a", "+12015550123", SENT, 7), Outcome("row 3", "+12015550123", UNCONFIRMED)])
+        table.record([Outcome("a", "+12015550123", REJECTED)])  # a recorded recipient is never overwritten
+        assert table.counts == Counter({None: 2, INVALID: 2, SENT: 1, UNCONFIRMED: 1})
+        assert [r.key for w in table.to_send(10) for r in w] == ["b'; DROP TABLE r; --", "ünïcødé " * 40]
+        assert table.message_ids() == [7]
+        first, second = list(table), list(table)  # read afresh each time: a report, then results_table
+        assert first == second
+        assert [(o.key, o.state) for o in first][:4] == [
+            ("a", SENT),
+            ("b'; DROP TABLE r; --", REJECTED),  # never sent (a send that raised): never "unconfirmed"
+            ("row 3", INVALID),
+            ("row 4", INVALID),
+        ]
+    finally:
+        table.close()
+    with pytest.raises(sqlite3.ProgrammingError):  # closed: its temporary database is gone
+        table.add(recipient("c"))
+
+
+def test_the_recipient_table_settles_what_earlier_tries_did():
+    table = RecipientTable()
+    for key in "abcd":
+        table.add(recipient(key))
+    earlier = [
+        ("a", SENT, "+12015550123", 11, None),
+        ("b", UNCONFIRMED, "+12015550123", None, "in flight when a try stopped"),
+        ("zz", SENT, "+12015550123", 12, None),  # a recipient this try's rows no longer have
+    ]
+    table.settle(iter(earlier))
+    assert [r.key for w in table.to_send(10) for r in w] == ["c", "d"]
+    assert table.counts == Counter({None: 2, SENT: 1, UNCONFIRMED: 1})
+
+    again = RecipientTable()
+    for key in "abcd":
+        again.add(recipient(key))
+    again.settle(iter(earlier), resend_unconfirmed=True)
+    assert [r.key for w in again.to_send(10) for r in w] == ["b", "c", "d"]
+    table.close()
+    again.close()

@@ -64,8 +64,8 @@ from airflow_provider_octopods.utils.bulk import (
     WAITING,
     Outcome,
     Recipient,
+    RecipientTable,
     build_report,
-    chunks,
     invalid_rows_error,
     recipient_key,
     report_table,
@@ -637,8 +637,8 @@ class OctopodsBulkSendOperator(BaseOperator):
             )
         yield from messages
 
-    def _check(self, context: Context) -> tuple[list[Recipient], list[Outcome]]:
-        """Check every row before any send; return the recipients and the invalid rows' outcomes."""
+    def _check(self, context: Context, recipients: RecipientTable) -> None:
+        """Check every row before any send, into ``recipients`` (the valid, the invalid, no duplicate key)."""
         from airflow_provider_octopods.hooks import octopods as hooks
 
         hook = hooks.OctopodsHook(self.octopods_conn_id, max_retries=2)
@@ -650,11 +650,9 @@ class OctopodsBulkSendOperator(BaseOperator):
             )
         finally:
             hook.close()
-        recipients: list[Recipient] = []
-        invalid: list[Outcome] = []
-        seen: set[str] = set()
-        duplicates = costly = 0
-        for number, item in enumerate(self._rows(context), start=1):
+        invalid: list[tuple[str, str, str]] = []  # the first ERROR_ROWS, for the error and the log
+        total = duplicates = costly = 0
+        for total, item in enumerate(self._rows(context), start=1):
             row: Mapping[str, Any] = item if isinstance(item, Mapping) else {}
             given: Any = row.get("destination_phone")
             try:
@@ -681,89 +679,79 @@ class OctopodsBulkSendOperator(BaseOperator):
                     else recipient_key(phone, (call.path, call.body))
                 )
             except OctopodsInputError as err:
-                label = f"row {number}" + (f" (key {row['key']})" if row.get("key") else "")
-                invalid.append(Outcome(label, str(given), INVALID, reason=str(err)))
+                label = f"row {total}" + (f" (key {row['key']})" if row.get("key") else "")
+                recipients.add_invalid(label, str(given), str(err))
+                if len(invalid) < ERROR_ROWS:
+                    invalid.append((label, str(given), str(err)))
                 continue
-            if key in seen:
-                duplicates += 1
-                continue
-            seen.add(key)
-            recipients.append(Recipient(key, phone, call.path, call.body or b""))
+            duplicates += not recipients.add(Recipient(key, phone, call.path, call.body or b""))
         if costly:
             self.log.warning(
                 "%d SMS texts are sent in UCS-2 because of one character each; they cost more segments.",
                 costly,
             )
-        total = len(recipients) + len(invalid) + duplicates
-        if invalid and self.on_invalid == "fail":
+        bad = recipients.counts[INVALID]
+        if bad and self.on_invalid == "fail":
             raise OctopodsInputError(
-                "messages", invalid_rows_error([(o.key, o.reason or "") for o in invalid], total)
+                "messages", invalid_rows_error([(label, reason) for label, _, reason in invalid], total, bad)
             )
-        for outcome in invalid[:ERROR_ROWS]:
-            self.log.warning("Not sending %s (%s): %s", outcome.key, outcome.phone, outcome.reason)
-        if len(invalid) > ERROR_ROWS:
-            self.log.warning(
-                "... and %d more invalid rows (counted in the report).", len(invalid) - ERROR_ROWS
-            )
+        for label, given, reason in invalid:
+            self.log.warning("Not sending %s (%s): %s", label, given, reason)
+        if bad > ERROR_ROWS:
+            self.log.warning("... and %d more invalid rows (counted in the report).", bad - ERROR_ROWS)
         self.log.info(
             "Checked %d rows: %d recipients to send, %d invalid, %d duplicate keys.",
             total,
-            len(recipients),
-            len(invalid),
+            recipients.counts[None],
+            bad,
             duplicates,
         )
-        return recipients, invalid
 
     # -- the sends --------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         ledger = BulkLedger.of(context)
-        recipients, outcomes = self._check(context)
-        previous = ledger.previous()
-        fresh: list[Recipient] = []
-        for recipient in recipients:
-            before = previous.get(recipient.key)
-            if before is None or (before[0] == UNCONFIRMED and self.resend_unconfirmed):
-                fresh.append(recipient)
-            else:
-                state, phone, message_id, reason = before
-                outcomes.append(Outcome(recipient.key, phone, state, message_id, reason))
-        if previous:
-            unconfirmed = sum(1 for o in outcomes if o.state == UNCONFIRMED)
-            self.log.info(
-                "Earlier tries handled %d of these recipients (%d sent, %d unconfirmed); sending the %d others.",
-                len(recipients) - len(fresh),
-                len(recipients) - len(fresh) - unconfirmed,
-                unconfirmed,
-                len(fresh),
-            )
-        left: dict[str, Any] = {}  # filled as the first message leaves: from then on no retry (before 3.3)
-        with _never_resend(left, durable=ledger.durable, noun=self.channel.plural):
-            outcomes += asyncio.run(self._send_all(fresh, ledger, left))
-            ids = [o.message_id for o in outcomes if o.state == SENT and o.message_id is not None]
-            if not self.wait_for_delivery or not ids:
-                return self._finish(context, outcomes, None)
-            trigger = DELIVERY_TRIGGERS[self.channel.name](
-                message_ids=ids,
-                octopods_conn_id=self.octopods_conn_id,
-                end_time=time.time() + self.timeout,
-                wait_for=self.wait_for,
-                fail_fast=self.fail_fast,
-                max_concurrency=self.window,
-                **self.schedule.as_kwargs(),
-            )
-            if self.deferrable:
-                context["ti"].xcom_push(key=BULK_XCOM_KEY, value=[_outcome_list(o) for o in outcomes])
-                defer_wait(self, trigger, self.timeout)
-            return self._finish(context, outcomes, self._wait_in_process(trigger))
+        with contextlib.closing(RecipientTable()) as recipients:
+            self._check(context, recipients)
+            checked = recipients.counts[None]
+            recipients.settle(ledger.previous(), self.resend_unconfirmed)
+            if recipients.counts[None] < checked:
+                self.log.info(
+                    "Earlier tries handled %d of these recipients (%d sent, %d unconfirmed); sending the %d others.",
+                    checked - recipients.counts[None],
+                    recipients.counts[SENT],
+                    recipients.counts[UNCONFIRMED],
+                    recipients.counts[None],
+                )
+            left: dict[
+                str, Any
+            ] = {}  # filled as the first message leaves: from then on no retry (before 3.3)
+            with _never_resend(left, durable=ledger.durable, noun=self.channel.plural):
+                asyncio.run(self._send_all(recipients, ledger, left))
+                ids = recipients.message_ids() if self.wait_for_delivery else []
+                if not ids:
+                    return self._finish(context, recipients, None)
+                trigger = DELIVERY_TRIGGERS[self.channel.name](
+                    message_ids=ids,
+                    octopods_conn_id=self.octopods_conn_id,
+                    end_time=time.time() + self.timeout,
+                    wait_for=self.wait_for,
+                    fail_fast=self.fail_fast,
+                    max_concurrency=self.window,
+                    **self.schedule.as_kwargs(),
+                )
+                if self.deferrable:
+                    outcomes = [_outcome_list(o) for o in recipients]
+                    context["ti"].xcom_push(key=BULK_XCOM_KEY, value=outcomes)
+                    defer_wait(self, trigger, self.timeout)
+                return self._finish(context, recipients, self._wait_in_process(trigger))
 
-    async def _send_all(
-        self, recipients: Sequence[Recipient], ledger: BulkLedger, left: dict[str, Any]
-    ) -> list[Outcome]:
-        """Send ``recipients`` a window at a time, each window marked before and recorded after."""
+    async def _send_all(self, recipients: RecipientTable, ledger: BulkLedger, left: dict[str, Any]) -> None:
+        """Send what ``recipients`` has not sent, a window at a time, each window marked before and recorded after."""
         from airflow_provider_octopods.hooks import octopods as hooks
 
-        outcomes: list[Outcome] = []
+        counts = recipients.counts
+        total, earlier = counts[None], counts.copy()  # this try's counts are the growth from here
         started = last_said = time.monotonic()
         async with hooks.OctopodsAsyncHook(self.octopods_conn_id) as hook:
 
@@ -782,29 +770,27 @@ class OctopodsBulkSendOperator(BaseOperator):
                     return Outcome(recipient.key, recipient.phone, state, reason=str(err))
                 return Outcome(recipient.key, recipient.phone, SENT, sent.message_id)
 
-            for window in chunks(recipients, self.window):
+            for window in recipients.to_send(self.window):
                 number = ledger.sending(window)
                 results = await asyncio.gather(*(send(r) for r in window), return_exceptions=True)
                 done = [r for r in results if isinstance(r, Outcome)]
                 ledger.record(number, done)
-                outcomes += done
+                recipients.record(done)
                 errors = [r for r in results if isinstance(r, BaseException)]
                 if errors:
                     raise errors[0]
                 now = time.monotonic()
-                if now - last_said >= HEARTBEAT_INTERVAL or len(outcomes) == len(recipients):
+                if now - last_said >= HEARTBEAT_INTERVAL or not counts[None]:
                     last_said = now
-                    sent_count = sum(1 for o in outcomes if o.state == SENT)
                     self.log.info(
                         "Sent %d of %d %s (%.1f/s); %d not sent, %d unconfirmed.",
-                        sent_count,
-                        len(recipients),
+                        counts[SENT] - earlier[SENT],
+                        total,
                         self.channel.plural,
-                        len(outcomes) / max(now - started, 1e-3),
-                        sum(1 for o in outcomes if o.state == REJECTED),
-                        sum(1 for o in outcomes if o.state == UNCONFIRMED),
+                        (total - counts[None]) / max(now - started, 1e-3),
+                        counts[REJECTED],
+                        counts[UNCONFIRMED] - earlier[UNCONFIRMED],
                     )
-        return outcomes
 
     _wait_in_process = staticmethod(OctopodsSendOperatorBase._wait_in_process)
 
@@ -834,28 +820,38 @@ class OctopodsBulkSendOperator(BaseOperator):
             return super().resume_execution(next_method, next_kwargs, context)
 
     def _finish(
-        self, context: Context, outcomes: list[Outcome], event: dict[str, Any] | None
+        self, context: Context, outcomes: Iterable[Outcome], event: dict[str, Any] | None
     ) -> dict[str, Any]:
+        """
+        Report on ``outcomes`` (read twice: the report, then ``results_table``) after ``event``'s wait.
+
+        :param context: the task context.
+        :param outcomes: every row's outcome: a :class:`RecipientTable`, or a list.
+        :param event: the wait's event, or None without a wait.
+        """
         success = {SENT}
+        last: dict[int, MessageStatus] = {}
         if event is not None:
             _, last = event_statuses(event)
+            success = {
+                s for s in KNOWN_STATUSES if reached(MessageStatus(1, s, read_at=_EPOCH), self.wait_for)
+            }
+
+        def waited() -> Iterator[Outcome]:
             for outcome in outcomes:
-                status = last.get(outcome.message_id) if outcome.message_id is not None else None
-                if outcome.state == SENT and outcome.message_id is not None:
+                if event is not None and outcome.state == SENT and outcome.message_id is not None:
+                    status = last.get(outcome.message_id)
                     outcome.status = status.status if status else WAITING
                     outcome.reason = (
                         status.failure_reason if status else "no status seen before the wait ended"
                     )
                     if status and reached(status, self.wait_for) is None:
-                        outcome.status, outcome.reason = (
-                            WAITING,
-                            f"last status '{status.status}' when the wait ended",
-                        )
-            success = {
-                s for s in KNOWN_STATUSES if reached(MessageStatus(1, s, read_at=_EPOCH), self.wait_for)
-            }
-        report = build_report(outcomes, success)
-        self._write_results(context, outcomes)
+                        outcome.status = WAITING
+                        outcome.reason = f"last status '{status.status}' when the wait ended"
+                yield outcome
+
+        report = build_report(waited(), success)
+        self._write_results(context, waited())
         self.log.info("Bulk send report:\n%s", report_table(report))
         ratio = self.min_delivered_ratio
         if ratio is not None and report["delivered_ratio"] < ratio:
@@ -866,7 +862,7 @@ class OctopodsBulkSendOperator(BaseOperator):
             )
         return report
 
-    def _write_results(self, context: Context, outcomes: list[Outcome]) -> None:
+    def _write_results(self, context: Context, outcomes: Iterable[Outcome]) -> None:
         """Write one row per recipient somewhere (the SQL operator: ``results_table``)."""
 
 

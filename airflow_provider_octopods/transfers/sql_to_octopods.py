@@ -10,7 +10,7 @@ from airflow_provider_octopods.exceptions import OctopodsInputError
 from airflow_provider_octopods.operators.octopods import OctopodsBulkSendOperator
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     import jinja2
     from airflow.providers.common.compat.sdk import Context
@@ -137,19 +137,23 @@ class SqlToOctopodsOperator(OctopodsBulkSendOperator):
                         message["message_variables"] = _render(variables, scope)
                     yield message
 
-    def _write_results(self, context: Context, outcomes: list[Outcome]) -> None:
-        """Replace this run's rows of ``results_table`` with one row per recipient."""
+    def _write_results(self, context: Context, outcomes: Iterable[Outcome]) -> None:
+        """Replace this run's rows of ``results_table`` with one row per recipient (streamed, never all in memory)."""
         if not self.results_table:
             return
         hook = self._db_hook()
         run_id = context["run_id"]
         hook.run(f"DELETE FROM {self.results_table} WHERE run_id = {hook.placeholder}", parameters=(run_id,))
-        rows = [
-            (run_id, o.key, o.phone, o.message_id, o.status or o.state, (o.reason or "")[:1000])
-            for o in outcomes
-        ]
-        hook.insert_rows(self.results_table, rows, target_fields=list(RESULT_COLUMNS), commit_every=1000)
-        self.log.info("Wrote %d rows to %s.", len(rows), self.results_table)
+        written = 0
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            nonlocal written
+            for o in outcomes:
+                written += 1
+                yield run_id, o.key, o.phone, o.message_id, o.status or o.state, (o.reason or "")[:1000]
+
+        hook.insert_rows(self.results_table, rows(), target_fields=list(RESULT_COLUMNS), commit_every=1000)
+        self.log.info("Wrote %d rows to %s.", written, self.results_table)
 
 
 def _compile(env: jinja2.Environment, value: Any) -> Any:

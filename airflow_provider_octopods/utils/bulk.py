@@ -1,15 +1,18 @@
 """
 Bulk sends: the recipients of a bulk send, what became of each, and the delivery report.
 
-Pure data and arithmetic, shared by :class:`~airflow_provider_octopods.operators.octopods.OctopodsBulkSendOperator`
-and :class:`~airflow_provider_octopods.transfers.sql_to_octopods.SqlToOctopodsOperator`: the
-operators read the rows, check each one with the hook and drive the sends and the wait.
+Shared by :class:`~airflow_provider_octopods.operators.octopods.OctopodsBulkSendOperator` and
+:class:`~airflow_provider_octopods.transfers.sql_to_octopods.SqlToOctopodsOperator`: the
+operators read the rows, check each one with the hook and drive the sends and the wait. The
+recipients themselves wait in a :class:`RecipientTable` on disk, so a send's memory does not
+grow with its rows.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -92,25 +95,139 @@ class Outcome:
         }
 
 
-def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    """Yield ``items`` in consecutive slices of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+class RecipientTable:
+    """
+    The rows of one bulk send and what became of each, in a private temporary SQLite database.
+
+    SQLite keeps at most its page cache (about 2 MB) in memory and the rest in a temporary file
+    that it deletes on :meth:`close`, so a send of 100,000 rows takes the worker's memory of one
+    of 1,000 (``benchmarks/bulk_send.py``); the disk holds about 200 bytes a row. The table also
+    drops duplicate keys (a unique index) and keeps the rows' order for the report.
+
+    ``counts`` says how many rows are in each state (None: not sent yet).
+    """
+
+    def __init__(self) -> None:
+        # "": a private database on disk, deleted on close (SQLite's own temporary file)
+        self._db = sqlite3.connect("", isolation_level=None)
+        self._db.executescript(
+            """
+            PRAGMA journal_mode = OFF;
+            PRAGMA synchronous = OFF;
+            PRAGMA cache_size = -512;
+            CREATE TABLE r (
+                seq INTEGER PRIMARY KEY, key TEXT NOT NULL, phone TEXT NOT NULL, path TEXT, body BLOB,
+                state TEXT, message_id INTEGER, reason TEXT
+            );
+            CREATE UNIQUE INDEX r_key ON r (key) WHERE path IS NOT NULL;
+            """
+        )
+        self.counts: Counter[str | None] = Counter()
+
+    def close(self) -> None:
+        """Drop the table (and its file)."""
+        self._db.close()
+
+    def add(self, recipient: Recipient) -> bool:
+        """
+        Add a checked recipient, to send; return False (and add nothing) when its key is already in.
+
+        :param recipient: the recipient.
+        """
+        added = self._db.execute(
+            "INSERT OR IGNORE INTO r (key, phone, path, body) VALUES (?, ?, ?, ?)",
+            (recipient.key, recipient.phone, recipient.path, recipient.body),
+        ).rowcount
+        self.counts[None] += added
+        return bool(added)
+
+    def add_invalid(self, label: str, phone: str, reason: str) -> None:
+        """
+        Add a row the checks refused (never sent).
+
+        :param label: the row, as the report names it (``row 7 (key a1)``).
+        :param phone: the number as given.
+        :param reason: why it cannot be sent.
+        """
+        self._db.execute(
+            "INSERT INTO r (key, phone, state, reason) VALUES (?, ?, ?, ?)", (label, phone, INVALID, reason)
+        )
+        self.counts[INVALID] += 1
+
+    def settle(self, previous: Iterable[Sequence[Any]], resend_unconfirmed: bool = False) -> None:
+        """
+        Take what earlier tries did: those recipients are not sent again.
+
+        :param previous: ``(key, state, phone, message_id, reason)`` of each recipient an earlier
+            try sent or may have sent (:meth:`~airflow_provider_octopods.utils.ledger.BulkLedger.previous`).
+        :param resend_unconfirmed: leave the ``unconfirmed`` ones to send again.
+        """
+        for key, state, phone, message_id, reason in previous:
+            if state == UNCONFIRMED and resend_unconfirmed:
+                continue
+            self._record(key, state, message_id, reason, phone)
+
+    def _record(self, key: str, state: str, message_id: int | None, reason: str | None, phone: str) -> None:
+        if self._db.execute(
+            "UPDATE r SET state = ?, message_id = ?, reason = ?, phone = ? "
+            "WHERE key = ? AND path IS NOT NULL AND state IS NULL",
+            (state, message_id, reason, phone, key),
+        ).rowcount:
+            self.counts[None] -= 1
+            self.counts[state] += 1
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        """
+        Record what became of sent recipients.
+
+        :param outcomes: their outcomes.
+        """
+        for o in outcomes:
+            self._record(o.key, o.state, o.message_id, o.reason, o.phone)
+
+    def to_send(self, size: int) -> Iterator[list[Recipient]]:
+        """
+        Yield the recipients not sent yet, ``size`` at a time, in the rows' order.
+
+        :param size: the window.
+        """
+        last = 0
+        while rows := self._db.execute(
+            "SELECT seq, key, phone, path, body FROM r "
+            "WHERE state IS NULL AND path IS NOT NULL AND seq > ? ORDER BY seq LIMIT ?",
+            (last, size),
+        ).fetchall():
+            last = rows[-1][0]
+            yield [Recipient(key, phone, path, body) for _, key, phone, path, body in rows]
+
+    def message_ids(self) -> list[int]:
+        """The ids of the sent messages, in the rows' order."""
+        query = "SELECT message_id FROM r WHERE state = ? AND message_id IS NOT NULL ORDER BY seq"
+        return [row[0] for row in self._db.execute(query, (SENT,))]
+
+    def __iter__(self) -> Iterator[Outcome]:
+        """Yield every row's outcome, in the rows' order (read afresh each time)."""
+        query = "SELECT key, phone, state, message_id, reason FROM r ORDER BY seq"
+        for key, phone, state, message_id, reason in self._db.execute(query):
+            # state None: a send that raised; the operator fails before any report reads it
+            yield Outcome(key, phone, state or REJECTED, message_id, reason)
 
 
-def invalid_rows_error(invalid: Sequence[tuple[str, str]], total: int) -> str:
+def invalid_rows_error(invalid: Sequence[tuple[str, str]], total: int, count: int | None = None) -> str:
     """
     The sentence of an ``on_invalid="fail"`` error: up to :data:`ERROR_ROWS` bad rows, the rest counted.
 
-    :param invalid: (row label, reason) of each bad row.
+    :param invalid: (row label, reason) of the first bad rows.
     :param total: how many rows were read.
+    :param count: how many rows are bad (default: ``len(invalid)``).
     """
+    count = len(invalid) if count is None else count
     lines = [f"{label}: {reason}" for label, reason in invalid[:ERROR_ROWS]]
-    more = len(invalid) - ERROR_ROWS
+    more = count - len(lines)
     if more > 0:
         lines.append(f"... and {more} more.")
     return (
-        f"{len(invalid)} of {total} rows cannot be sent, so nothing was sent (on_invalid='fail'; "
+        f"{count} of {total} rows cannot be sent, so nothing was sent (on_invalid='fail'; "
         "'skip' sends the others and reports these):\n" + "\n".join(lines)
     )
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_octopods.exceptions import OctopodsSendUnconfirmedError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from airflow_provider_octopods.models import SentMessage
 
@@ -181,29 +181,28 @@ class BulkLedger:
         entry = self._store.get(key) if self._store is not None else None
         return entry if isinstance(entry, dict) and entry.get("generation") == self._generation else None
 
-    def previous(self) -> dict[str, list[Any]]:
+    def previous(self) -> Iterator[tuple[str, str, str, int | None, str | None]]:
         """
-        Return what earlier tries of this generation did, by recipient key.
+        Return what earlier tries of this generation did: ``(key, state, phone, message_id, reason)``.
 
-        Each value is ``[state, phone, message_id, reason]``: ``sent`` (``message_id`` None when the
-        workspace gives no id), ``unconfirmed`` (in flight when a try died, or no clear answer).
-        Recipients a try certainly did not send are left out: they may be sent.
+        ``state`` is ``sent`` (``message_id`` None when the workspace gives no id) or
+        ``unconfirmed`` (in flight when a try died, or no clear answer). Recipients a try certainly
+        did not send are left out: they may be sent. The manifest is read now (later chunks are
+        numbered after it); the chunks one at a time as the result is iterated.
         """
         manifest = self._get(BULK_KEY)
         self._chunks = int(manifest["chunks"]) if manifest else 0
-        done: dict[str, list[Any]] = {}
-        for number in range(self._chunks):
+        return self._recipients(self._chunks)
+
+    def _recipients(self, chunks: int) -> Iterator[tuple[str, str, str, int | None, str | None]]:
+        for number in range(chunks):
             chunk = self._get(f"{BULK_KEY}_{number}") or {}
             if "outcomes" in chunk:
-                done.update({key: value for key, *value in chunk["outcomes"]})
+                for key, state, phone, message_id, reason in chunk["outcomes"]:
+                    yield key, state, phone, message_id, reason
             else:
-                done.update(
-                    {
-                        key: ["unconfirmed", phone, None, "in flight when a try stopped"]
-                        for key, phone in chunk.get("sending", [])
-                    }
-                )
-        return done
+                for key, phone in chunk.get("sending", []):
+                    yield key, "unconfirmed", phone, None, "in flight when a try stopped"
 
     def sending(self, recipients: Sequence[Any]) -> int:
         """
