@@ -409,3 +409,84 @@ def test_the_recipient_table_settles_what_earlier_tries_did():
     assert [r.key for w in again.to_send(10) for r in w] == ["b", "c", "d"]
     table.close()
     again.close()
+
+
+class NamedCursorConnection:
+    """
+    A DB-API connection as psycopg2 gives one, over sqlite3: ``cursor(name=...)`` is a server-side
+    cursor whose ``description`` is None until the first fetch.
+    """
+
+    def __init__(self, path: str, autocommit: bool = False) -> None:
+        self.db = sqlite3.connect(path)
+        self.autocommit = autocommit
+        self.names: list[str | None] = []
+        self.fetched: list[int] = []
+
+    def cursor(self, name: str | None = None) -> object:
+        self.names.append(name)
+        inner, fetched = self.db.cursor(), self.fetched
+
+        class Cursor:
+            description = None
+
+            def execute(self, sql: str, parameters: object = None) -> None:
+                inner.execute(sql, parameters or ())
+                if name is None:
+                    self.description = inner.description
+
+            def fetchmany(self, size: int) -> list[tuple[object, ...]]:
+                rows = inner.fetchmany(size)
+                fetched.append(len(rows))
+                self.description = inner.description
+                return rows
+
+            def close(self) -> None:
+                inner.close()
+
+        return Cursor()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_sql_rows_are_read_a_chunk_at_a_time_through_a_server_side_cursor(
+    autocommit, octopods_conn, tmp_path, monkeypatch
+):
+    from airflow_provider_octopods.transfers import sql_to_octopods
+
+    db = str(tmp_path / "bulk.db")
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE orders (order_id INTEGER, phone TEXT)")
+        conn.executemany("INSERT INTO orders VALUES (?, ?)", list(enumerate(numbers(25))))
+    connection = NamedCursorConnection(db, autocommit)
+    monkeypatch.setattr(sql_to_octopods, "FETCH_SIZE", 10)
+    monkeypatch.setattr(
+        SqlToOctopodsOperator, "_db_hook", lambda self: SimpleNamespace(get_conn=lambda: connection)
+    )
+    task = SqlToOctopodsOperator(
+        task_id="t",
+        sql="SELECT * FROM orders",
+        conn_id="orders",
+        key_column="order_id",
+        body="Order {{ row.order_id }}",
+        wait_for_delivery=False,
+    )
+
+    report = task.execute({"ti": SimpleNamespace(max_tries=0)})
+
+    assert report["counts"] == {"sent": 25} and len(octopods_conn.messages) == 25
+    assert connection.fetched == [10, 10, 5, 0]  # never the whole result at once
+    # psycopg keeps a whole result in the client unless the cursor is named; in autocommit mode
+    # a named cursor cannot be declared, so the driver's default cursor reads it
+    (name,) = connection.names
+    assert (name is None) if autocommit else name.startswith("octopods_rows_")
+
+
+def test_a_driver_without_named_cursors_gets_its_default_cursor():
+    from airflow_provider_octopods.transfers.sql_to_octopods import server_side_cursor
+
+    conn = sqlite3.connect(":memory:")
+    assert isinstance(server_side_cursor(conn), sqlite3.Cursor)
+    conn.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SqlToOctopodsOperator"]
 
-#: Rows fetched from the cursor at a time, each checked into a small recipient before the next
-#: (the driver's client-side cursor may still hold the whole result, as psycopg's does).
+#: Rows fetched from the cursor at a time, each checked into the recipient table before the next
+#: (a server-side cursor on PostgreSQL: :func:`server_side_cursor`).
 FETCH_SIZE = 1000
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}")
 #: The columns of ``results_table``, one row per recipient.
@@ -33,7 +34,8 @@ class SqlToOctopodsOperator(OctopodsBulkSendOperator):
     Send one SMS or WhatsApp template per row of a SQL query, exactly once each; wait; report.
 
     The rows are read through the connection's ``DbApiHook`` (``common.sql``: PostgreSQL, MySQL,
-    SQLite, Snowflake ...), :data:`FETCH_SIZE` at a time. For each row, ``body`` (SMS) or each
+    SQLite, Snowflake ...), :data:`FETCH_SIZE` at a time (on PostgreSQL through a server-side
+    cursor, so the result never sits whole in the worker). For each row, ``body`` (SMS) or each
     text of ``message_variables`` (WhatsApp) is a Jinja template rendered with the task's context
     and ``row`` (the row as a dict by column name): ``"Hi {{ row.name }}, order {{ row.order_id }}
     has shipped."``. Everything else (checks before the first send, exactly once per recipient,
@@ -115,15 +117,16 @@ class SqlToOctopodsOperator(OctopodsBulkSendOperator):
         template_id = env.from_string(str(self.template_id)) if self.template_id is not None else None
         variables = _compile(env, self.message_variables)
         hook = self._db_hook()
-        with closing(hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
+        with closing(hook.get_conn()) as conn, closing(server_side_cursor(conn)) as cursor:
             cursor.execute(self.sql, self.parameters) if self.parameters else cursor.execute(self.sql)
-            names = [column[0] for column in cursor.description or ()]
+            rows = cursor.fetchmany(FETCH_SIZE)
+            names = [column[0] for column in cursor.description or ()]  # psycopg2's named: after a fetch
             for field, column in (("phone_column", self.phone_column), ("key_column", self.key_column)):
-                if column is not None and column not in names:
+                if column is not None and column not in names and (names or rows):
                     raise OctopodsInputError(
                         field, f"the query has no column {column!r}; its columns: {names}."
                     )
-            while rows := cursor.fetchmany(FETCH_SIZE):
+            while rows:
                 for values in rows:
                     row = dict(zip(names, values, strict=False))
                     scope = {**context, "row": row}
@@ -136,6 +139,7 @@ class SqlToOctopodsOperator(OctopodsBulkSendOperator):
                         message["template_id"] = template_id.render(scope)
                         message["message_variables"] = _render(variables, scope)
                     yield message
+                rows = cursor.fetchmany(FETCH_SIZE)
 
     def _write_results(self, context: Context, outcomes: Iterable[Outcome]) -> None:
         """Replace this run's rows of ``results_table`` with one row per recipient (streamed, never all in memory)."""
@@ -154,6 +158,25 @@ class SqlToOctopodsOperator(OctopodsBulkSendOperator):
 
         hook.insert_rows(self.results_table, rows(), target_fields=list(RESULT_COLUMNS), commit_every=1000)
         self.log.info("Wrote %d rows to %s.", written, self.results_table)
+
+
+def server_side_cursor(conn: Any) -> Any:
+    """
+    Return a cursor that leaves the result on the database server, where the driver has one.
+
+    psycopg (2 and 3, PostgreSQL) keeps a whole result in the client unless the cursor is named
+    (a server-side cursor, in the connection's transaction); drivers whose ``cursor()`` takes no
+    name (sqlite3, MySQL's, most others) give their default cursor, which may hold the whole
+    result (MySQL's does).
+
+    :param conn: a DB-API connection, not in autocommit mode for a named cursor.
+    """
+    if getattr(conn, "autocommit", False) is not True:
+        try:
+            return conn.cursor(name=f"octopods_rows_{uuid.uuid4().hex[:12]}")
+        except TypeError:  # no named cursors
+            pass
+    return conn.cursor()
 
 
 def _compile(env: jinja2.Environment, value: Any) -> Any:
