@@ -225,6 +225,24 @@ class _Ticker:
         self._stop = True
 
 
+class _GcPauses:
+    """A ``gc.callbacks`` entry: how many collections of each generation, their time, the longest."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.total = self.longest = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        self.counts[info["generation"]] += 1
+        self.total += pause
+        self.longest = max(self.longest, pause)
+
+
 async def _idle_cpu_rate(tick: float, seconds: float) -> float:
     """Return the CPU seconds per second the harness spends with no trigger (the ticker, the loop)."""
     if seconds <= 0:
@@ -290,7 +308,12 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         ]
         due = [created_at + d for d in delays]
     profiler = _start_profile(spec)
-    results = await asyncio.wait_for(asyncio.gather(*waits), timeout=float(spec["timeout"]))
+    collections = _GcPauses()
+    gc.callbacks.append(collections)
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*waits), timeout=float(spec["timeout"]))
+    finally:
+        gc.callbacks.remove(collections)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     _stop_profile(profiler, spec)
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -329,6 +352,9 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         "lag_p99_ms": percentile(lags, 99) * 1000,
         "lag_p50_ms": percentile(lags, 50) * 1000,
         "lag_samples": len(lags),
+        "gc_collections": collections.counts,
+        "gc_total_ms": collections.total * 1000,
+        "gc_max_ms": collections.longest * 1000,
         "latency_p50_s": percentile(latencies, 50),
         "latency_p95_s": percentile(latencies, 95),
         "latency_max_s": max(latencies, default=0.0),

@@ -280,6 +280,8 @@ def test_a_task_that_logs_the_key_shows_stars_in_its_log_file(octopods_conn, mon
 
 #: Status requests of the echoing server, by message id: each answer holds the key it was sent.
 ECHO_400, ECHO_401, ECHO_503, ECHO_FAILED, ECHO_MOVED = 4001, 4011, 5031, 2001, 3021
+#: A failed status whose JSON spells the echoed key in ``\uXXXX`` escapes: not in the raw text.
+ECHO_ESCAPED = 2002
 #: Sends of the echoing server, by the destination number: HTTP 400, or HTTP 500 (may have been sent).
 ECHO_SEND_400, ECHO_SEND_500 = "+12015550140", "+12015550150"
 
@@ -310,6 +312,12 @@ def echo_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[TinyServer]:
         if message_id == ECHO_FAILED:
             body = {**status_body(message_id, "failed"), "failure_reason": f"carrier said: {echo(request)}"}
             return web.json_response(body)
+        if message_id == ECHO_ESCAPED:
+            body = {**status_body(message_id, "failed"), "failure_reason": f"carrier said: {echo(request)}"}
+            escaped = "".join(f"\\u{ord(c):04x}" for c in key)
+            text = json.dumps(body).replace(key, escaped)
+            assert key not in text
+            return web.Response(text=text, content_type="application/json")
         if message_id == ECHO_MOVED:
             return web.Response(status=302, headers={"Location": f"https://{key}.example/x?key={key}"})
         status = {ECHO_400: 400, ECHO_401: 401}.get(message_id, 503)
@@ -363,9 +371,10 @@ def test_a_key_echoed_by_the_server_is_in_no_error_nor_status(
         assert raised.value.error == "unknown key ***"
         texts += _describe(raised.value)
 
-    status = get_status(client, ECHO_FAILED)
-    assert status.failure_reason == "carrier said: unknown key ***"
-    texts += [repr(status), json.dumps(status.to_dict())]
+    for message_id in (ECHO_FAILED, ECHO_ESCAPED):  # the key as sent, or JSON-escaped past a text search
+        status = get_status(client, message_id)
+        assert status.failure_reason == "carrier said: unknown key ***"
+        texts += [repr(status), json.dumps(status.to_dict())]
     if client == "sync":  # the sensor in poke mode fails with the reason it read
         with pytest.raises(OctopodsDeliveryError) as raised:
             poke_wait(ECHO_FAILED, timeout=5)
