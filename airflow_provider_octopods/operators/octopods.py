@@ -723,9 +723,8 @@ class OctopodsBulkSendOperator(BaseOperator):
                     recipients.counts[UNCONFIRMED],
                     recipients.counts[None],
                 )
-            left: dict[
-                str, Any
-            ] = {}  # filled as the first message leaves: from then on no retry (before 3.3)
+            # filled as the first message leaves: from then on no retry (before 3.3)
+            left: dict[str, Any] = {}
             with _never_resend(left, durable=ledger.durable, noun=self.channel.plural):
                 asyncio.run(self._send_all(recipients, ledger, left))
                 ids = recipients.message_ids() if self.wait_for_delivery else []
