@@ -230,3 +230,29 @@ def test_bulk_send_from_postgres_sends_each_row_once_across_two_worker_kills(
     for log in logs.values():
         assert E2E_API_KEY not in log
     assert E2E_API_KEY.encode() not in airflow.all_log_text()
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+def test_rows_stay_on_the_postgres_server_until_fetched(driver: str, postgres: PostgresServer) -> None:
+    """Both psycopg drivers get a named (server-side) cursor; in autocommit mode, their default one."""
+    import psycopg
+
+    from airflow_provider_octopods.transfers.sql_to_octopods import FETCH_SIZE, server_side_cursor
+
+    connect = psycopg2.connect if driver == "psycopg2" else psycopg.connect
+    with closing(
+        connect(host="127.0.0.1", port=postgres.port, user=postgres.user, dbname=postgres.database)
+    ) as conn:
+        with closing(server_side_cursor(conn)) as cursor:
+            assert cursor.name.startswith("octopods_rows_")
+            cursor.execute("SELECT g FROM generate_series(1, %(n)s) AS g", {"n": 2 * FETCH_SIZE + 5})
+            sizes = []
+            while rows := cursor.fetchmany(FETCH_SIZE):
+                sizes.append(len(rows))
+            assert sizes == [FETCH_SIZE, FETCH_SIZE, 5] and [d[0] for d in cursor.description] == ["g"]
+        conn.rollback()
+        conn.autocommit = True
+        with closing(server_side_cursor(conn)) as cursor:
+            assert not getattr(
+                cursor, "name", None
+            )  # a named cursor cannot be declared outside a transaction
