@@ -96,6 +96,7 @@ bench: venv
 	$(BIN)/python -m benchmarks.whatsapp_batch_wait
 	$(BIN)/python -m benchmarks.bulk_send
 	$(BIN)/python -m benchmarks.bulk_kill_retry
+	$(BIN)/python -m benchmarks.wait_objects
 
 ## Rerun the fault-injection matrix and rewrite docs/reliability.md from it.
 .PHONY: reliability-report

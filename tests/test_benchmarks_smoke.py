@@ -173,3 +173,16 @@ def test_bulk_kill_retry_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert ledger["sent"] + ledger["unconfirmed"] == 60
     (kill,) = ledger["kills"]
     assert kill["killed"] and len(kill["in_flight"]) == ledger["unconfirmed"] <= 10
+
+
+def test_wait_objects_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import wait_objects
+
+    out = _run(
+        wait_objects.main, ["--n", "20", "--settle", "0.4", "--json", str(tmp_path / "r.json")], capsys
+    )
+    assert out.splitlines()[-1].startswith("wait objects: queued ")
+    counted = json.loads((tmp_path / "r.json").read_text())
+    # a queued poll holds its request's chain; the floor holds a sleeping GET loop's objects
+    assert counted["queued"]["per_wait"] > counted["sleeping"]["per_wait"] > 0
+    assert counted["floor"]["per_wait"] > 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import json
 import math
@@ -488,7 +489,7 @@ def status_call(
         "status",
         "GET",
         f"{channel.messages_path}/{number}",
-        parse=lambda body: MessageStatus.from_api(body, number, channel),
+        parse=functools.partial(MessageStatus.from_api, expected_message_id=number, channel=channel),
         within=_within(timeout),
         subject=f"{channel.noun} {number}",
         channel=channel,
@@ -1857,7 +1858,7 @@ class OctopodsAsyncHook(_OctopodsHookBase, BaseHook):
         """
         started = time.monotonic()  # a first read of the connection counts against the call's limit
         settings = await self.settings()
-        return await coalesce((settings.group, call.path), lambda: self.call(call, started))
+        return await coalesce((settings.group, call.path), self.call, call, started)
 
     async def get_message_status(
         self, message_id: int | str, timeout: float | timedelta | None = None, channel: Channel = SMS

@@ -670,14 +670,9 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
         )
         hook: OctopodsAsyncHook = hooks.OctopodsAsyncHook(self.octopods_conn_id)
         try:
-            while True:
-                await asyncio.sleep(engine.sleep_for(time.time()))
-                results = await self._poll(hook, engine.pending, engine.request_budget(time.time()))
-                step = engine.feed(results, time.time())
-                step.emit(self.log)
-                if step.event is not None:
-                    yield TriggerEvent(step.event)
-                    return
+            while (event := await self._round(hook, engine)) is None:
+                pass
+            yield TriggerEvent(event)
         except Exception as err:  # never crash the triggerer's view of the wait: report it
             self.log.exception(
                 "The wait on %s %s stopped on an unexpected error.", self.channel.plural, self.ids
@@ -686,10 +681,35 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
         finally:
             await hook.close()
 
+    async def _round(self, hook: OctopodsAsyncHook, engine: WaitEngine) -> dict[str, Any] | None:
+        """
+        Sleep, poll, take the answers; return the event that ends the wait, or None.
+
+        A function of its own so that a round's answers, its step and its log lines are gone
+        while the wait sleeps, not kept in ``run``'s frame: thousands of sleeping waits hold
+        fewer objects for the garbage collector to walk.
+        """
+        await asyncio.sleep(engine.sleep_for(time.time()))
+        results = await self._poll(hook, engine.pending, engine.request_budget(time.time()))
+        step = engine.feed(results, time.time())
+        step.emit(self.log)
+        return step.event
+
     async def _poll(
         self, hook: OctopodsAsyncHook, ids: list[int], budget: float | None
     ) -> list[MessageStatus | OctopodsError]:
         """Ask for each id's status (the list first, where it helps), at most ``max_concurrency`` at once."""
+        if len(ids) == 1:  # the common case: one request, no task, no list
+            return [await self._status(hook, ids[0], budget)]
+        return await self._poll_many(hook, ids, budget)
+
+    async def _poll_many(
+        self, hook: OctopodsAsyncHook, ids: list[int], budget: float | None
+    ) -> list[MessageStatus | OctopodsError]:
+        """
+        :meth:`_poll` of several ids. A function of its own: its comprehensions make cells of its
+        variables in every call, objects a single wait's poll does not need to hold.
+        """
         found: dict[int, MessageStatus | OctopodsError] = {}
         rest = ids
         engine = self._engine or WaitEngine(ids, self.schedule, channel=self.channel)
@@ -702,24 +722,31 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
                 listing = err
             found, rest, held = listed_results(ids, listing, self.wait_for)
             engine.listed(held)
-
-        async def poll(message_id: int) -> MessageStatus | OctopodsError:
-            try:
-                return await hook.get_message_status(message_id, budget, self.channel)
-            except OctopodsError as err:
-                return err
-
-        if len(rest) == 1:  # the common case, without a task per request
-            found[rest[0]] = await poll(rest[0])
-        elif rest:
-            limit = asyncio.Semaphore(self.max_concurrency)
-
-            async def limited(message_id: int) -> MessageStatus | OctopodsError:
-                async with limit:
-                    return await poll(message_id)
-
-            found.update(zip(rest, await asyncio.gather(*(limited(i) for i in rest)), strict=True))
+        limit = asyncio.Semaphore(self.max_concurrency)
+        answers = await asyncio.gather(*(self._status(hook, i, budget, limit) for i in rest))
+        found.update(zip(rest, answers, strict=True))
         return [found[i] for i in ids]
+
+    async def _status(
+        self,
+        hook: OctopodsAsyncHook,
+        message_id: int,
+        budget: float | None,
+        limit: asyncio.Semaphore | None = None,
+    ) -> MessageStatus | OctopodsError:
+        """
+        Ask for one message's status (within ``limit``); an error is returned, for the engine to weigh.
+
+        A method, not a closure in :meth:`_poll`: a closure's variables become cells in every
+        call of the function that defines it, objects each waiting poll would hold.
+        """
+        if limit is not None:
+            async with limit:
+                return await self._status(hook, message_id, budget)
+        try:
+            return await hook.get_message_status(message_id, budget, self.channel)
+        except OctopodsError as err:
+            return err
 
 
 class OctopodsSmsDeliveryTrigger(OctopodsDeliveryTrigger):

@@ -433,7 +433,7 @@ class _LeaderGone(Exception):
     """The caller making a shared request was cancelled; a follower makes it instead."""
 
 
-async def coalesce(name: Hashable, call: Callable[[], Awaitable[T]]) -> T:
+async def coalesce(name: Hashable, call: Callable[..., Awaitable[T]], *args: Any) -> T:
     """
     Share one request among concurrent callers with the same ``name``.
 
@@ -445,7 +445,9 @@ async def coalesce(name: Hashable, call: Callable[[], Awaitable[T]]) -> T:
     Nothing is cached after the request ends.
 
     :param name: what identifies the request, e.g. ``(group_id(...), message_id)``.
-    :param call: makes the request when called.
+    :param call: makes the request when called with ``args`` (no closure: a poll waiting in the
+        budget holds fewer objects).
+    :param args: the arguments of ``call``.
     """
     loop = asyncio.get_running_loop()
     running = _in_flight.get(loop)
@@ -458,10 +460,10 @@ async def coalesce(name: Hashable, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await mine
         except _LeaderGone:
-            return await coalesce(name, call)
+            return await coalesce(name, call, *args)
     followers = running[name] = []
     try:
-        result = await call()
+        result = await call(*args)
     except BaseException as err:
         del running[name]
         shared = err if isinstance(err, Exception) else _LeaderGone()  # cancelled: a follower takes over
