@@ -112,15 +112,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=SETTLE, help="seconds the waits run before the count")
     parser.add_argument("--json", help="also write the counts to this JSON file")
     args = parser.parse_args(argv)
-    logging.getLogger("airflow_provider_octopods").setLevel(logging.WARNING)  # a line per poll otherwise
     print(Machine.here().describe())
     print(
         f"command: python -m benchmarks.wait_objects {' '.join(argv if argv is not None else sys.argv[1:])}"
     )
     results: dict[str, Any] = {}
-    with SimulatorProcess() as sim:
-        for state in ("queued", "sleeping", "floor"):
-            results[state] = measure(sim.url, state, args.n, args.settle)
+    provider = logging.getLogger("airflow_provider_octopods")
+    level = provider.level
+    provider.setLevel(logging.WARNING)  # a line per poll otherwise; restored for whoever called main()
+    try:
+        with SimulatorProcess() as sim:
+            for state in ("queued", "sleeping", "floor"):
+                results[state] = measure(sim.url, state, args.n, args.settle)
+    finally:
+        provider.setLevel(level)
     names = {
         "queued": "Octopods trigger, poll queued in the budget",
         "sleeping": "Octopods trigger, sleeping",

@@ -605,13 +605,15 @@ def test_each_request_is_logged_without_the_key(sim, monkeypatch):
     # Airflow 2's logging config disables the loggers that existed before it ran, and sends the
     # provider's records to stdout rather than to caplog: listen on the logger itself.
     monkeypatch.setattr(logger, "disabled", False)
-    monkeypatch.setattr(logger, "level", logging.INFO)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # through setLevel: it clears the levels loggers cached earlier
     logger.addHandler(handler)
     try:
         wa(sim, "GET", TEMPLATES_PATH, params={"lang": "es"})
         wa(sim, "GET", f"/api/v1/whatsapp/messages/{key}", params={"key": key})
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
     lines = [r.getMessage() for r in records]
     assert "GET /api/v1/whatsapp/templates?lang=es 200" in lines
     assert "GET /api/v1/whatsapp/messages/***?key=*** 400" in lines
