@@ -218,6 +218,7 @@ def _short(path: str) -> str:
 
 
 def _top_allocations(snapshot: Any, rows: int, limit: int = 12) -> list[dict[str, Any]]:
+    import linecache
     import tracemalloc
 
     snapshot = snapshot.filter_traces(
@@ -227,7 +228,8 @@ def _top_allocations(snapshot: Any, rows: int, limit: int = 12) -> list[dict[str
     top = []
     for stat in stats[:limit]:
         frame = stat.traceback[0]
-        line = (Path(frame.filename).read_text().splitlines()[frame.lineno - 1 : frame.lineno] or [""])[0]
+        # "" for code with no file, such as a dataclass's generated __init__ ("<string>")
+        line = linecache.getline(frame.filename, frame.lineno)
         top.append(
             {
                 "where": f"{_short(frame.filename)}:{frame.lineno}",
