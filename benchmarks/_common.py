@@ -16,7 +16,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     import argparse
@@ -172,6 +172,9 @@ class SimulatorProcess:
     :param whatsapp_key: the valid WhatsApp Business API key.
     """
 
+    #: How the child runs the simulator (``python <command> --port 0 ...``).
+    command: tuple[str, ...] = ("-m", "airflow_provider_octopods.testing")
+
     def __init__(
         self, key: str = BENCH_KEY, args: Sequence[str] = (), whatsapp_key: str = BENCH_WHATSAPP_KEY
     ) -> None:
@@ -182,13 +185,12 @@ class SimulatorProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._log: IO[str] | None = None
 
-    def __enter__(self) -> SimulatorProcess:
+    def __enter__(self) -> Self:
         self._log = tempfile.TemporaryFile("w+")
         self._proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "airflow_provider_octopods.testing",
+                *self.command,
                 "--port",
                 "0",
                 "--key",
@@ -440,28 +442,8 @@ class RecordingSimulatorProcess(SimulatorProcess):
     Same arguments as its parent.
     """
 
-    def __enter__(self) -> RecordingSimulatorProcess:
-        self._log = tempfile.TemporaryFile("w+")
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from benchmarks._common import serve_recording_simulator as s; raise SystemExit(s())",
-                *("--port", "0", "--key", self.key, "--whatsapp-key", self.whatsapp_key, "--quiet"),
-                *self.args,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
-        assert self._proc.stdout is not None
-        first = self._proc.stdout.readline().strip()
-        if not first.startswith("Octopods simulator listening on "):
-            self.__exit__()
-            raise RuntimeError(f"The simulator did not start: {first or 'no output'}")
-        self.url = first.rsplit(" ", 1)[1]
-        return self
+    #: Its own entry point, which serves :func:`_recording_simulator_class`'s simulator.
+    command = ("-c", "from benchmarks._common import serve_recording_simulator as s; raise SystemExit(s())")
 
     def record(self) -> dict[str, Any]:
         """Every message's ``[id, phone]``, every answer's ``[UNIX time, kind, status]``, every admission's time."""
