@@ -305,7 +305,8 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _malformed(what: str, request_id: Any = None, answer: str = "status") -> OctopodsTransientError:
+def malformed_answer(what: str, request_id: Any = None, answer: str = "status") -> OctopodsTransientError:
+    """Return the transient error of an answer not in Octopods' shape (``what`` is wrong with it)."""
     return OctopodsTransientError(
         f"Octopods sent a malformed {answer} answer ({what}).",
         request_id=request_id if isinstance(request_id, str) else None,
@@ -404,20 +405,20 @@ class MessageStatus:
         :param channel: the channel asked.
         """
         if not isinstance(payload, dict):
-            raise _malformed(f"expected a JSON object, got {type(payload).__name__}")
+            raise malformed_answer(f"expected a JSON object, got {type(payload).__name__}")
         request_id = payload.get("request_id")
         status = payload.get("status")
         if not isinstance(status, str) or not status.strip():
-            raise _malformed("no status", request_id)
+            raise malformed_answer("no status", request_id)
         raw_id = payload.get("message_id", expected_message_id)
         if isinstance(raw_id, bool) or not isinstance(raw_id, (int, str)):
-            raise _malformed("no message_id", request_id)
+            raise malformed_answer("no message_id", request_id)
         try:
             message_id = validate_message_id(raw_id)
         except OctopodsInputError:
-            raise _malformed(f"message_id {raw_id!r:.30}", request_id) from None
+            raise malformed_answer(f"message_id {raw_id!r:.30}", request_id) from None
         if expected_message_id is not None and message_id != expected_message_id:
-            raise _malformed(f"asked for {expected_message_id}, answered {message_id}", request_id)
+            raise malformed_answer(f"asked for {expected_message_id}, answered {message_id}", request_id)
         word = status.strip().lower()
         updated = _parse_time(payload.get("last_updated"), "last_updated")
         said = _optional_str(payload.get("status_message")) or None
@@ -578,14 +579,14 @@ class SentMessage:
         :param payload: the decoded JSON body.
         """
         if not isinstance(payload, dict):
-            raise _malformed(f"expected a JSON object, got {type(payload).__name__}", answer="send")
+            raise malformed_answer(f"expected a JSON object, got {type(payload).__name__}", answer="send")
         raw_id, request_id = payload.get("message_id"), payload.get("request_id")
         message_id = None
         if raw_id is not None or not isinstance(request_id, str) or not request_id:
             try:
                 message_id = validate_message_id(raw_id)
             except OctopodsInputError:
-                raise _malformed(f"message_id {raw_id!r:.30}", request_id, "send") from None
+                raise malformed_answer(f"message_id {raw_id!r:.30}", request_id, "send") from None
         return cls(
             message_id=message_id,
             request_id=_optional_str(request_id),

@@ -327,6 +327,28 @@ def length_not_a_number(conn: socket.socket, raw: socket.socket, server: RawServ
     conn.sendall("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ²\r\n\r\n{}".encode())
 
 
+def redirect_with_an_endless_body(conn: socket.socket, raw: socket.socket, server: RawServer) -> None:
+    """A redirect to another origin whose chunked body never ends (64 KB every 10 ms)."""
+    head = b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:9/moved\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+    with suppress(OSError):
+        conn.sendall(head)
+        while not server.stopping.is_set():
+            conn.sendall(chunk)
+            time.sleep(0.01)
+
+
+def interim_answer_then_created(conn: socket.socket, raw: socket.socket, server: RawServer) -> None:
+    """A send answered ``102 Processing`` (an interim answer), then ``201`` with its ids."""
+    body = b'{"request_id": "r1", "message_id": 4829174, "channel_message_id": null}'
+    conn.sendall(
+        b"HTTP/1.1 102 Processing\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body)
+    )
+    _linger(raw)
+
+
 NOT_SENT = r"Could not reach Octopods at {url}: {why}, so nothing was sent\."
 OTHER_ORIGIN = {"Location": "http://127.0.0.2:9/api/v1/sms/messages/1"}
 JSON = {"Content-Type": "application/json"}
@@ -521,6 +543,16 @@ ROWS = [
         sent=Sent.NO,
         status_code=302,
     ),
+    # Regression: requests read a redirect's whole body (unbounded) before the hook could refuse it.
+    Row(
+        "redirect-to-another-origin-with-an-endless-body",
+        lambda env: env.raw_server(redirect_with_an_endless_body, tls=False),
+        "OctopodsBadRequestError",
+        r"Octopods redirected to another origin \(http://127\.0\.0\.2\); the API key was not sent there\..*",
+        sent=Sent.NO,
+        status_code=302,
+        max_seconds=REQUEST_TIMEOUT,
+    ),
     Row(
         "redirect-same-origin-followed",
         Scripted(lambda env: Reply(301, b"", {"Location": f"/api/v1/sms/messages/{env.message_id}"})),
@@ -556,6 +588,19 @@ ROWS = [
         sent=Sent.MAYBE,
         status_code=307,
         what="send",
+    ),
+    # Regression: a status that is neither a success, a redirect nor a 4xx refused a send ("not sent").
+    *(
+        Row(
+            f"{status}-to-a-send",
+            reply(status, {"request_id": "r1"}),
+            "OctopodsSendUnconfirmedError",
+            rf"Octopods answered HTTP {status} \(not a final answer\)\." + UNCONFIRMED,
+            sent=Sent.MAYBE,
+            status_code=status,
+            what="send",
+        )
+        for status in (300, 399)
     ),
     Row(
         "400-bad-request",
@@ -742,3 +787,19 @@ def test_a_redirect_to_a_location_that_is_not_a_url_ends_a_deferrable_wait_witho
     ), event
     assert "ValueError" not in json.dumps(event)
     assert env.sim.request_count(f"/api/v1/sms/messages/{message_id}") >= 2, "polled on after the redirect"
+
+
+def test_an_interim_answer_before_a_send_is_answered_never_says_not_sent(env: Env):
+    # Regression: http.client (under requests) takes a 1xx other than 100 for the final answer;
+    # the sync hook called the send refused ("not sent") though Octopods took it. aiohttp reads
+    # past the interim answer; requests cannot, so its verdict is "may have been sent".
+    env.raw_server(interim_answer_then_created, tls=False)
+
+    assert outcome_of(env, "aiohttp", "send").error == "ok"
+    sync = outcome_of(env, "requests", "send")
+    assert (sync.error, sync.sent) == ("OctopodsSendUnconfirmedError", Sent.MAYBE), sync
+    assert sync.message.startswith("Octopods answered HTTP 102 (not a final answer)."), sync
+    assert env.reached() == 2
+    # The connection that held the rest of that answer serves no other request.
+    assert outcome_of(env, "requests", "send").error == "OctopodsSendUnconfirmedError"
+    assert env.reached() == 3

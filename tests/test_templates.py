@@ -9,12 +9,15 @@ whose variables do not fit (``error_code`` 9).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import json
 from typing import Any
 
 import pytest
 
-from airflow_provider_octopods.exceptions import OctopodsInputError
+from airflow_provider_octopods.exceptions import OctopodsInputError, OctopodsTransientError
 from airflow_provider_octopods.testing.simulator import (
     TEMPLATE_BODY_ONLY,
     TEMPLATE_MEDIA_HEADER,
@@ -187,9 +190,45 @@ def test_parse_templates_reads_both_answers(payload):
     assert [t.template_id for t in parse_templates(payload)] == [t["template_id"] for t in TEMPLATES]
 
 
-@pytest.mark.parametrize("payload", [None, {}, "x", {"templates": "x"}, 3])
-def test_parse_templates_of_a_strange_answer_is_empty(payload):
-    assert parse_templates(payload) == []
+@pytest.mark.parametrize("payload", [None, {}, "x", {"templates": "x"}, {"templates": None}, 3])
+def test_parse_templates_of_a_strange_answer_is_a_malformed_answer_not_no_templates(payload):
+    # Regression: "no templates" refused the send as an unknown template_id, a final error that
+    # blamed the user; the sync hook also kept the empty list for its next sends.
+    with pytest.raises(OctopodsTransientError, match=r"malformed templates answer \(no list of templates"):
+        parse_templates(payload)
+
+
+def test_an_empty_list_is_no_templates():
+    assert parse_templates([]) == parse_templates({"templates": []}) == []
+
+
+def test_a_templates_answer_nested_too_deeply_is_a_malformed_answer_not_a_crash():
+    from airflow_provider_octopods.hooks.octopods import (
+        DEFAULT_HOST,
+        Answer,
+        ApiSettings,
+        read_answer,
+        templates_call,
+    )
+
+    # Regression: at a depth that depends on the caller's stack, JSON and the key's redaction still
+    # read the answer and counting its placeholders raised a bare RecursionError. Every depth here
+    # gives a result or a transient error; the parse's own RecursionError is read as one too.
+    item = json.dumps(_template(800, [{"type": "BODY", "text": "@"}]))
+    settings = ApiSettings(DEFAULT_HOST, key="k")
+    for depth in range(300, 1300, 7):
+        raw = f"[{item}]".replace('"@"', "[" * depth + '"{{1}}"' + "]" * depth).encode()
+        with contextlib.suppress(OctopodsTransientError):
+            read_answer(templates_call(), Answer(200, {}, raw), settings)
+
+    def too_deep(payload: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    call = dataclasses.replace(templates_call(), parse=too_deep)
+    with pytest.raises(
+        OctopodsTransientError, match=r"^Octopods sent an answer nested too deeply to read\.$"
+    ):
+        read_answer(call, Answer(200, {}, b"[]"), settings)
 
 
 # -- message_variables: every accepted form, the documented shape ------------------------------------
@@ -360,9 +399,8 @@ def test_numbered_keys_for_a_multi_section_template_are_refused():
         ({"1": "a", "3": "b"}, "['1', '3']"),
         ({2: "a", 3: "b"}, "['2', '3']"),
         ({0: "a"}, "['0']"),
-        ({"1": "a", "01": "b"}, "['01', '1']"),
     ],
-    ids=["gap", "no-first", "zero", "twice"],
+    ids=["gap", "no-first", "zero"],
 )
 def test_a_gap_in_the_numbering_is_refused(variables, shown):
     error = _refused(variables, BODY_ONLY)
@@ -370,6 +408,25 @@ def test_a_gap_in_the_numbering_is_refused(variables, shown):
     assert error.field == "message_variables"
     assert "numbered placeholders must run 1, 2, ..." in str(error)
     assert f"without a gap; got {shown}." in str(error)
+
+
+@pytest.mark.parametrize(
+    ("variables", "said"),
+    [
+        ({1: "Alex", "1": "Bob", 2: "A-1"}, "the keys 1 and '1' both name '1'"),
+        ({"1": "Alex", " 1": "Bob", "2": "A-1"}, "the keys '1' and ' 1' both name '1'"),
+        ({"1": "Alex", "01": "Bob", "2": "A-1"}, "the keys '1' and '01' both name '1'"),
+        ({"body": ["Alex", "A-1"], "BODY": ["Bob", "B-2"]}, "the keys 'body' and 'BODY' both name 'body'"),
+    ],
+    ids=["int-and-text", "space", "zero-padded", "section-case"],
+)
+def test_two_keys_for_one_placeholder_or_section_are_refused_naming_both(variables, said):
+    # Regression: the last of the two won, and the other value was dropped without a word.
+    for template in (BODY_ONLY, None):
+        error = _refused(variables, template)
+
+        assert error.field == "message_variables"
+        assert f"{said}; give each one once." in str(error)
 
 
 def test_zero_padded_numbered_keys_are_read_or_refused_naming_the_field():
@@ -627,3 +684,27 @@ def test_bytes_are_refused_not_read_as_byte_values():
         message_variables(b"Al", BODY_ONLY)
 
     assert refused.value.field == "message_variables"
+
+
+def test_a_key_with_many_templates_is_read_and_a_larger_answer_says_how_to_send_without_it():
+    # Regression: the 1 MB cap of the list of sends refused 150 templates of 1,000 Arabic characters
+    # (1.1 MB escaped; 200 here), so every send that checks its template failed, with no way out named.
+    from airflow_provider_octopods.hooks.octopods import (
+        DEFAULT_HOST,
+        MAX_TEMPLATES_BYTES,
+        Answer,
+        ApiSettings,
+        read_answer,
+        templates_call,
+    )
+
+    settings = ApiSettings(DEFAULT_HOST, key="k")
+    text = "مرحبا {{1}} " * 90  # 1,000 characters, 4,000 bytes escaped
+    many = [_template(900 + i, [{"type": "BODY", "text": text}], template_body=text) for i in range(200)]
+    raw = json.dumps(many).encode()
+    assert len(raw) > 1024 * 1024
+
+    assert len(read_answer(templates_call(), Answer(200, {}, raw), settings)) == 200
+    too_large = {"Content-Length": str(MAX_TEMPLATES_BYTES + 1)}
+    with pytest.raises(OctopodsTransientError, match=r"Send with check_template=False not to read them\.$"):
+        read_answer(templates_call(), Answer(200, too_large, b""), settings)

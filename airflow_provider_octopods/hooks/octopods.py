@@ -109,6 +109,8 @@ DEFAULT_TIMEOUT = 30.0
 MAX_RESPONSE_BYTES = 64 * 1024
 #: ... but a list of the newest 100 WhatsApp sends carries each one's text: it may take this much.
 MAX_LIST_BYTES = 1024 * 1024
+#: ... and the templates of a key (Meta allows a verified business up to 6,000, each with its texts).
+MAX_TEMPLATES_BYTES = 16 * 1024 * 1024
 #: Same-origin redirects of a GET followed at most; a redirect to another origin is never followed.
 MAX_REDIRECTS = 3
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -551,7 +553,7 @@ def templates_call(active: bool | None = None, lang: str | None = None) -> Call:
         parse=parse_templates,
         subject="the WhatsApp templates",
         channel=WHATSAPP,
-        max_bytes=MAX_LIST_BYTES,
+        max_bytes=MAX_TEMPLATES_BYTES,
     )
 
 
@@ -878,9 +880,10 @@ def read_answer(call: Call, answer: Answer, settings: ApiSettings) -> Any:
     """
     status = answer.status
     if not wants_body(status, answer.headers, call.max_bytes) or len(answer.body) > call.max_bytes:
+        hint = " Send with check_template=False not to read them." if call.request == "templates" else ""
         raise call.error(
             OctopodsTransientError,
-            f"Octopods sent an answer larger than {call.max_bytes} bytes; it was refused unread.",
+            f"Octopods sent an answer larger than {call.max_bytes} bytes; it was refused unread.{hint}",
             Sent.MAYBE,
             status_code=status,
         )
@@ -900,6 +903,10 @@ def read_answer(call: Call, answer: Answer, settings: ApiSettings) -> Any:
             return payload
         try:
             return call.parse(payload)
+        except RecursionError:  # JSON nested deeper than the parser's stack: not Octopods' shape either
+            raise call.error(
+                OctopodsTransientError, "Octopods sent an answer nested too deeply to read.", Sent.MAYBE
+            ) from None
         except OctopodsApiError as err:  # a malformed answer: the models raise it without the call's facts
             raise call.error(
                 type(err),
@@ -929,8 +936,10 @@ def read_answer(call: Call, answer: Answer, settings: ApiSettings) -> Any:
             Sent.NO,
             **facts,
         )
-    if status in NOT_PROCESSED_STATUSES or status >= 500 or (status == 400 and not fields):
-        what = "rate limit reached" if status == 429 else "server trouble"
+    if status in NOT_PROCESSED_STATUSES or not 400 <= status < 500 or (status == 400 and not fields):
+        # Only a 4xx refuses; a 1xx or 3xx that is not a redirect may stand before an answer.
+        what = "server trouble" if status >= 400 else "not a final answer"
+        what = "rate limit reached" if status == 429 else what
         raise call.error(
             OctopodsTransientError,
             f"Octopods answered HTTP {status} ({what}){said}.",
@@ -1142,6 +1151,19 @@ def _requests_failure(err: BaseException) -> Failed:
     return Failed(Failure.TIMEOUT if isinstance(err, requests.Timeout) else Failure.BROKEN)
 
 
+class _UnredirectedSession(requests.Session):
+    """
+    A ``requests`` session that sees no redirect: :func:`redirect_target` decides them.
+
+    With ``allow_redirects=False``, ``Session.send`` still reads a redirect's whole body, without
+    a size or time bound, to prepare the next request; a session that finds no target reads none.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        """Return no target, whatever the answer says."""
+        return None
+
+
 def _requests_exchange(session: requests.Session, send: Send) -> Answer | Failed:
     try:
         response = session.request(
@@ -1156,6 +1178,9 @@ def _requests_exchange(session: requests.Session, send: Send) -> Answer | Failed
             proxies={"http": send.proxy, "https": send.proxy} if send.proxy else {},
         )
         with response:
+            if response.status_code < 200:  # http.client stops at a 1xx other than 100; the answer follows it
+                response.raw.close()  # so this connection never serves another request
+                return Answer(response.status_code, response.headers)
             declared = response.headers.get("Content-Length", "0")
             if not (declared.isascii() and declared.isdigit()):  # framing aiohttp refuses: refuse it too
                 return Failed(Failure.BROKEN)
@@ -1497,7 +1522,7 @@ class OctopodsHook(_OctopodsHookBase, HttpHook):
                 "extra_options", "not supported; set timeout and verify on the connection."
             )
         if self._session is None:
-            self._session = requests.Session()
+            self._session = _UnredirectedSession()
             self._session.trust_env = False  # no HTTP(S)_PROXY, REQUESTS_CA_BUNDLE or .netrc of its own
             if self.keep_alive_adapter is not None:
                 self._session.mount("https://", self.keep_alive_adapter)

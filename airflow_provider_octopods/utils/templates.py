@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_octopods.exceptions import OctopodsInputError
-from airflow_provider_octopods.models import parse_literal
+from airflow_provider_octopods.models import malformed_answer, parse_literal
 
 #: The sections of a template, in Octopods' order, and the component types that hold them.
 SECTIONS = ("header", "body", "footer", "buttons")
@@ -125,7 +125,9 @@ def parse_templates(payload: Any) -> list[WhatsAppTemplate]:
     :param payload: the decoded JSON body.
     """
     items = payload.get("templates") if isinstance(payload, dict) else payload
-    parsed = (WhatsAppTemplate.from_api(item) for item in items) if isinstance(items, list) else ()
+    if not isinstance(items, list):  # never "no templates": that would blame the user's template_id
+        raise malformed_answer(f"no list of templates, got {type(items).__name__}", answer="templates")
+    parsed = (WhatsAppTemplate.from_api(item) for item in items)
     return [template for template in parsed if template is not None]
 
 
@@ -161,7 +163,16 @@ def _values(values: Any, where: str) -> list[str]:
 
 def _sections(variables: Mapping[Any, Any]) -> dict[str, list[str]]:
     """Read a dict of sections (``{"body": [...]}``) or of numbered placeholders (``{"1": ...}``)."""
-    keys = {str(k).strip().lower(): v for k, v in variables.items()}
+    keys: dict[str, Any] = {}
+    given: dict[str, Any] = {}  # each name's key as the user wrote it, for the error
+    for key, value in variables.items():
+        name = str(key).strip().lower()
+        name = str(int(name)) if name.isascii() and name.isdigit() and len(name) < 5 else name
+        if name in keys:
+            raise OctopodsInputError(
+                FIELD, f"the keys {given[name]!r} and {key!r} both name {name!r}; give each one once."
+            )
+        keys[name], given[name] = value, key
     if keys and all(k.isascii() and k.isdigit() and len(k) < 5 for k in keys):
         numbered = {int(k): v for k, v in keys.items()}
         if sorted(numbered) != list(range(1, len(keys) + 1)):
