@@ -13,6 +13,7 @@ deferrable paths of the sensor say the same. Phone numbers and texts are checked
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -183,6 +184,10 @@ def parse_literal(text: str) -> Any:
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
+            pass
+        try:  # JSON's null, true and false are no Python literals (``| tojson``, an API's answer)
+            return json.loads(text)
+        except (ValueError, RecursionError):
             pass
     return text
 

@@ -39,7 +39,7 @@ with DAG(
         """,
         parameters={"day": "{{ ds }}"},
         phone_column="phone",
-        key_column="order_id",  # a retry or a re-run never texts an order twice
+        key_column="order_id",  # a retry never texts an order twice (a Clear or a new run is a new start)
         body="Hi {{ row.customer_name }}, order {{ row.order_id }} has shipped.",
         results_table="sms_results",
         on_invalid="skip",

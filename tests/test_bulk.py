@@ -6,13 +6,14 @@ against the simulator, and the bulk ledger's rules with a store in memory.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections import Counter
 from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_octopods.exceptions import OctopodsInputError
+from airflow_provider_octopods.exceptions import OctopodsError, OctopodsInputError
 from airflow_provider_octopods.operators.octopods import OctopodsBulkSendOperator
 from airflow_provider_octopods.testing import OctopodsSimulator
 from airflow_provider_octopods.transfers.sql_to_octopods import SqlToOctopodsOperator
@@ -358,7 +359,9 @@ def test_the_recipient_table_keeps_order_drops_duplicate_keys_and_sends_in_windo
         assert table.add(recipient("a")) and table.add(recipient("b'; DROP TABLE r; --"))
         table.add_invalid("row 3", "12345", "not a number")
         table.add_invalid("row 4", "12345", "not a number")  # the same label twice: both kept
-        assert not table.add(recipient("a", "+12015550200"))  # a duplicate key: the first one stays
+        assert not table.add(recipient("a"))  # the same key and send again: sent once
+        with pytest.raises(OctopodsInputError, match=r"'a' is the key of an earlier row with another number"):
+            table.add(recipient("a", "+12015550200"))  # the same key for another recipient: one row is wrong
         assert table.add(recipient("row 3"))  # a key that looks like an invalid row's label is its own
         assert table.add(recipient("ünïcødé " * 40))
 
@@ -490,3 +493,149 @@ def test_a_driver_without_named_cursors_gets_its_default_cursor():
     conn = sqlite3.connect(":memory:")
     assert isinstance(server_side_cursor(conn), sqlite3.Cursor)
     conn.close()
+
+
+# -- found by an adversarial review (each failed before its fix) ------------------------------
+
+
+@pytest.mark.parametrize("max_segments", [0, -1, "3", 2.5, True])
+def test_a_bad_max_segments_is_refused_when_the_task_is_built_not_row_by_row(max_segments):
+    # It made every row invalid at run time: with on_invalid="skip" the task succeeded, sending nothing.
+    with pytest.raises(OctopodsInputError, match=r"^Invalid max_segments: "):
+        OctopodsBulkSendOperator(task_id="bulk", messages=[], on_invalid="skip", max_segments=max_segments)
+
+
+@pytest.mark.parametrize("tracked", [0, 1], ids=["all-untrackable", "mixed"])
+def test_sends_without_a_message_id_are_untrackable_never_delivered(tracked, octopods_conn, capfd, caplog):
+    # All of them untrackable counted as delivered (ratio 1.0); mixed with tracked ones, as not delivered.
+    rows = [{"destination_phone": p, "body": "x"} for p in numbers(3)]
+    context = {"ti": SimpleNamespace(max_tries=0)}
+    if tracked:
+        OctopodsBulkSendOperator(
+            task_id="bulk", messages=rows[:1], poll_interval=0.2, initial_delay=0.1
+        ).execute(context)
+    octopods_conn.untrackable = True
+    task = OctopodsBulkSendOperator(
+        task_id="bulk", messages=rows[tracked:], poll_interval=0.2, initial_delay=0.1
+    )
+
+    report = task.execute(context)
+
+    assert report["counts"] == {"untrackable": 3 - tracked}
+    assert report["delivered_ratio"] == 0.0
+    assert {row["reason"] for row in report["not_delivered"]} == {
+        "Octopods answered without a message id: its delivery cannot be followed"
+    }
+    assert f"{3 - tracked} sends were answered without a message id" in caplog.text + capfd.readouterr().out
+    with pytest.raises(Exception, match=r"Only 0.0% of \d recipients reached 'delivered'"):
+        OctopodsBulkSendOperator(
+            task_id="bulk", messages=rows, min_delivered_ratio=0.5, poll_interval=0.2, initial_delay=0.1
+        ).execute(context)
+
+
+def test_the_same_key_for_another_recipient_is_an_invalid_row_not_a_silent_drop(octopods_conn):
+    phones = numbers(3)
+    rows = [
+        {"destination_phone": phones[0], "body": "Your order shipped", "key": 1},
+        {"destination_phone": phones[0], "body": "Your order shipped", "key": "1"},  # the same send: once
+        {"destination_phone": phones[1], "body": "Your refund is on its way", "key": "1"},  # another one
+        {"destination_phone": phones[2], "body": "Hello", "key": 2},
+    ]
+    task = OctopodsBulkSendOperator(task_id="bulk", messages=rows, wait_for_delivery=False, on_invalid="skip")
+
+    report = task.execute({"ti": SimpleNamespace(max_tries=0)})
+
+    assert sorted(sends_by_phone(octopods_conn)) == [phones[0], phones[2]]
+    assert report["counts"] == {"sent": 2, "invalid": 1}
+    (bad,) = report["not_delivered"]
+    assert (bad["key"], bad["destination_phone"]) == ("1", phones[1])
+    assert "'1' is the key of an earlier row with another number or content" in bad["reason"]
+    with pytest.raises(
+        OctopodsInputError, match=r"row 3 \(key 1\): Invalid key: '1' is the key of an earlier"
+    ):
+        OctopodsBulkSendOperator(task_id="bulk", messages=rows, wait_for_delivery=False).execute(
+            {"ti": SimpleNamespace(max_tries=0)}
+        )
+
+
+def test_an_invalid_row_keeps_its_key_and_a_missing_number_stays_missing(octopods_conn):
+    # The report and results_table named them "row 2 (key 1002)" and "None".
+    rows = [
+        {"destination_phone": None, "body": "x", "key": 1002},
+        {"body": "x"},
+        {"destination_phone": 12015550123, "body": "x"},
+    ]
+    task = OctopodsBulkSendOperator(task_id="bulk", messages=rows, wait_for_delivery=False, on_invalid="skip")
+
+    report = task.execute({"ti": SimpleNamespace(max_tries=0)})
+
+    assert [(r["key"], r["destination_phone"], r["status"]) for r in report["not_delivered"]] == [
+        ("1002", None, "invalid"),
+        ("row 2", None, "invalid"),
+        ("row 3", "12015550123", "invalid"),
+    ]
+    assert not octopods_conn.messages
+
+
+@pytest.mark.parametrize(
+    ("row", "unknown"),
+    [
+        ({"Key": "a1"}, "['Key']"),
+        ({"template_id": 539, "mesage_variables": ["Alex"]}, "['mesage_variables', 'template_id']"),
+        ({"destination_user_name": "Alex", "name": "Alex"}, "['name']"),
+    ],
+    ids=["misspelt-key", "whatsapp-fields-on-sms", "an-extra-column"],
+)
+def test_a_field_the_channel_does_not_take_makes_the_row_invalid(row, unknown, octopods_conn):
+    rows = [{"destination_phone": "+12015550123", "body": "x", **row}]
+    task = OctopodsBulkSendOperator(task_id="bulk", messages=rows, wait_for_delivery=False)
+
+    with pytest.raises(
+        OctopodsInputError, match=rf"{re.escape(unknown)} are not fields of a sms row; give \["
+    ):
+        task.execute({"ti": SimpleNamespace(max_tries=0)})
+    assert not octopods_conn.messages
+
+
+def test_destination_user_name_of_a_row_is_sent(octopods_conn):
+    rows = [{"destination_phone": "+12015550123", "body": "x", "destination_user_name": "Alex"}]
+    OctopodsBulkSendOperator(task_id="bulk", messages=rows, wait_for_delivery=False).execute(
+        {"ti": SimpleNamespace(max_tries=0)}
+    )
+
+    (message,) = octopods_conn.messages.values()
+    assert message.payload["destination_user_name"] == "Alex"
+
+
+def test_messages_as_json_text_with_null_true_and_false_are_read():
+    # ``| tojson`` or an API's answer: it was refused as "pass a list of dicts".
+    text = '[{"destination_phone": "+12015550123", "body": "hi", "key": null}]'
+    task = OctopodsBulkSendOperator(task_id="bulk", messages=text)
+    assert list(task._rows({})) == [{"destination_phone": "+12015550123", "body": "hi", "key": None}]
+
+    task.messages = "Alex, Sam"
+    with pytest.raises(
+        OctopodsInputError, match=r"got text that is no Python or JSON list \(9 characters: 'Alex, Sam'"
+    ):
+        list(task._rows({}))
+
+
+@pytest.mark.parametrize("table", ["sms_reslts", "orders"], ids=["missing", "other-columns"])
+def test_a_results_table_that_cannot_take_the_results_stops_the_task_before_any_send(
+    table, octopods_conn, tmp_path, monkeypatch
+):
+    # It failed with a raw driver error after every message was sent, and again on each retry.
+    db = tmp_path / "bulk.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE orders (order_id INTEGER, phone TEXT)")
+        conn.execute("INSERT INTO orders VALUES (1, '+12015550123')")
+    monkeypatch.setenv("AIRFLOW_CONN_BULK_DB", json.dumps({"conn_type": "sqlite", "host": str(db)}))
+    task = SqlToOctopodsOperator(
+        task_id="t", sql="SELECT * FROM orders", conn_id="bulk_db", body="x", results_table=table
+    )
+
+    with pytest.raises(
+        OctopodsError, match=rf"^Invalid results_table: {table} cannot take the results, so nothing"
+    ):
+        task.execute({"ti": SimpleNamespace(max_tries=0), "run_id": "r1"})
+    assert not octopods_conn.messages

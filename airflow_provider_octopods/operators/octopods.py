@@ -61,6 +61,7 @@ from airflow_provider_octopods.utils.bulk import (
     REJECTED,
     SENT,
     UNCONFIRMED,
+    UNTRACKABLE,
     WAITING,
     Outcome,
     Recipient,
@@ -71,6 +72,7 @@ from airflow_provider_octopods.utils.bulk import (
     report_table,
 )
 from airflow_provider_octopods.utils.ledger import BULK_CHUNK, BulkLedger, PreviousSend, SendLedger
+from airflow_provider_octopods.utils.segments import parse_max_segments
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator, Sequence
@@ -523,6 +525,20 @@ def _never_resend(sent: dict[str, Any] | None, *, durable: bool = False, noun: s
 BULK_XCOM_KEY = "octopods_bulk"
 #: What ``on_invalid`` accepts.
 ON_INVALID = ("fail", "skip")
+#: The fields of a bulk send's row, by channel: a misspelt one is refused, never ignored.
+ROW_FIELDS = {
+    SMS.name: frozenset({"destination_phone", "key", "destination_user_name", "body"}),
+    WHATSAPP.name: frozenset(
+        {
+            "destination_phone",
+            "key",
+            "destination_user_name",
+            "template_id",
+            "message_variables",
+            "header_attachment_url",
+        }
+    ),
+}
 
 
 class OctopodsBulkSendOperator(BaseOperator):
@@ -530,9 +546,10 @@ class OctopodsBulkSendOperator(BaseOperator):
     Send one message to each of many recipients, exactly once each, within the key's budget; wait once; report.
 
     ``messages`` is a list (or an XCom of one) of dicts: ``destination_phone`` and ``body`` (SMS),
-    or ``template_id`` and ``message_variables`` (WhatsApp), and an optional ``key``: the
-    recipient's idempotency key (default: a hash of the number and the content). Rows with the
-    same key are sent once.
+    or ``template_id``, ``message_variables`` and ``header_attachment_url`` (WhatsApp), an
+    optional ``destination_user_name`` and an optional ``key``: the recipient's idempotency key
+    (default: a hash of the number and the content). Any other field makes the row invalid. Rows
+    with the same key and send are sent once; the same key for another number or text is invalid.
 
     Every row is checked before the first send (the number normalised with the connection's
     ``default_region``, the body sized, the template checked); with ``on_invalid="fail"`` nothing
@@ -540,9 +557,8 @@ class OctopodsBulkSendOperator(BaseOperator):
     The sends then run concurrently in the worker (the async hook, ``window`` at a time) at the
     connection's ``max_requests_per_second`` (adaptive to HTTP 429 when unset); a 429 is sent
     again after its ``Retry-After``, never lost nor doubled. On Airflow 3.3+ each window is
-    marked in the task state store before it leaves and recorded after: a retried or
-    cleared-then-retried try sends only what was never sent, and reports what was in flight when
-    a try died as ``unconfirmed`` (``resend_unconfirmed=True`` sends those again, at the risk of a
+    marked in the task state store before it leaves and recorded after: a retry sends only what
+    no earlier try sent, and reports what was in flight when a try died as ``unconfirmed`` (``resend_unconfirmed=True`` sends those again, at the risk of a
     second message). Before 3.3 any failure after the first send fails without retry.
 
     With ``wait_for_delivery`` (the default) one wait covers every message (deferred to the
@@ -621,7 +637,7 @@ class OctopodsBulkSendOperator(BaseOperator):
         self.window = window
         self.resend_unconfirmed = resend_unconfirmed
         self.fail_fast = fail_fast
-        self.max_segments = max_segments
+        self.max_segments = parse_max_segments(max_segments)
         self.check_template = check_template
 
     # -- the rows ---------------------------------------------------------------------------
@@ -631,6 +647,12 @@ class OctopodsBulkSendOperator(BaseOperator):
         messages = self.messages
         if isinstance(messages, str):
             messages = parse_literal(messages.strip())
+            if isinstance(messages, str):
+                raise OctopodsInputError(
+                    "messages",
+                    f"got text that is no Python or JSON list ({len(messages):,} characters: "
+                    f"{messages[:40]!r}...); pass a list of dicts, or an XCom of one.",
+                )
         if isinstance(messages, Mapping) or not isinstance(messages, Iterable) or isinstance(messages, str):
             raise OctopodsInputError(
                 "messages", "pass a list of dicts (destination_phone, body or template_id)."
@@ -655,9 +677,18 @@ class OctopodsBulkSendOperator(BaseOperator):
         for total, item in enumerate(self._rows(context), start=1):
             row: Mapping[str, Any] = item if isinstance(item, Mapping) else {}
             given: Any = row.get("destination_phone")
+            named = str(row["key"]) if row.get("key") not in (None, "") else None
             try:
                 if not isinstance(item, Mapping):
                     raise OctopodsInputError("message", f"got {type(item).__name__}; give a dict.")
+                fields = ROW_FIELDS[self.channel.name]
+                unknown = sorted(map(str, set(row) - fields))
+                if unknown:
+                    raise OctopodsInputError(
+                        "message",
+                        f"{unknown} are not fields of a {self.channel.name} row; give {sorted(fields)}.",
+                    )
+                name = row.get("destination_user_name")
                 if self.channel is WHATSAPP:
                     call = hooks.whatsapp_call(
                         row.get("template_id"),
@@ -666,25 +697,26 @@ class OctopodsBulkSendOperator(BaseOperator):
                         settings,
                         templates,
                         row.get("header_attachment_url"),
+                        destination_user_name=name,
                     )
                 else:
                     call, warning = hooks.send_call(
-                        given, row.get("body"), settings, max_segments=self.max_segments
+                        given,
+                        row.get("body"),
+                        settings,
+                        max_segments=self.max_segments,
+                        destination_user_name=name,
                     )
                     costly += warning is not None
                 phone = json.loads(call.body or b"{}")["destination_phone"]
-                key = (
-                    str(row["key"])
-                    if row.get("key") not in (None, "")
-                    else recipient_key(phone, (call.path, call.body))
-                )
+                key = named or recipient_key(phone, (call.path, call.body))
+                duplicates += not recipients.add(Recipient(key, phone, call.path, call.body or b""))
             except OctopodsInputError as err:
-                label = f"row {total}" + (f" (key {row['key']})" if row.get("key") else "")
-                recipients.add_invalid(label, str(given), str(err))
+                label = f"row {total}" + (f" (key {named})" if named else "")
+                phone_given = None if given is None else str(given)
+                recipients.add_invalid(named or f"row {total}", phone_given, str(err))
                 if len(invalid) < ERROR_ROWS:
-                    invalid.append((label, str(given), str(err)))
-                continue
-            duplicates += not recipients.add(Recipient(key, phone, call.path, call.body or b""))
+                    invalid.append((label, str(phone_given), str(err)))
         if costly:
             self.log.warning(
                 "%d SMS texts are sent in UCS-2 because of one character each; they cost more segments.",
@@ -828,38 +860,54 @@ class OctopodsBulkSendOperator(BaseOperator):
         :param outcomes: every row's outcome: a :class:`RecipientTable`, or a list.
         :param event: the wait's event, or None without a wait.
         """
+        waited_for = self.wait_for_delivery
         success = {SENT}
         last: dict[int, MessageStatus] = {}
-        if event is not None:
-            _, last = event_statuses(event)
+        if waited_for:
+            _, last = event_statuses(event) if event is not None else (None, {})
             success = {
                 s for s in KNOWN_STATUSES if reached(MessageStatus(1, s, read_at=_EPOCH), self.wait_for)
             }
 
         def waited() -> Iterator[Outcome]:
             for outcome in outcomes:
-                if event is not None and outcome.state == SENT and outcome.message_id is not None:
-                    status = last.get(outcome.message_id)
-                    outcome.status = status.status if status else WAITING
-                    outcome.reason = (
-                        status.failure_reason if status else "no status seen before the wait ended"
-                    )
-                    if status and reached(status, self.wait_for) is None:
-                        outcome.status = WAITING
-                        outcome.reason = f"last status '{status.status}' when the wait ended"
+                if waited_for and outcome.state == SENT:
+                    outcome.status, outcome.reason = self._delivery(outcome.message_id, last)
                 yield outcome
 
         report = build_report(waited(), success)
-        self._write_results(context, waited())
         self.log.info("Bulk send report:\n%s", report_table(report))
+        if report["counts"].get(UNTRACKABLE):
+            self.log.warning(
+                "%d sends were answered without a message id (HubSpot workspaces answer so): they were sent, "
+                "but their delivery cannot be followed, so they count as not delivered.",
+                report["counts"][UNTRACKABLE],
+            )
+        self._write_results(context, waited())
         ratio = self.min_delivered_ratio
         if ratio is not None and report["delivered_ratio"] < ratio:
             raise OctopodsDeliveryError(
                 f"Only {report['delivered_ratio']:.1%} of {report['recipients']} recipients reached "
-                f"'{self.wait_for if event is not None else SENT}', below min_delivered_ratio {ratio:.1%}. "
+                f"'{self.wait_for if waited_for else SENT}', below min_delivered_ratio {ratio:.1%}. "
                 f"Counts: {report['counts']}. Nothing is sent again."
             )
         return report
+
+    def _delivery(self, message_id: int | None, last: Mapping[int, MessageStatus]) -> tuple[str, str | None]:
+        """
+        Return a sent message's status and reason in the report, from the wait's last statuses.
+
+        :param message_id: the message, or None when Octopods gave no id (it cannot be waited on).
+        :param last: the last status the wait saw of each message.
+        """
+        if message_id is None:
+            return UNTRACKABLE, "Octopods answered without a message id: its delivery cannot be followed"
+        status = last.get(message_id)
+        if status is None:
+            return WAITING, "no status seen before the wait ended"
+        if reached(status, self.wait_for) is None:
+            return WAITING, f"last status '{status.status}' when the wait ended"
+        return status.status, status.failure_reason
 
     def _write_results(self, context: Context, outcomes: Iterable[Outcome]) -> None:
         """Write one row per recipient somewhere (the SQL operator: ``results_table``)."""

@@ -7,7 +7,7 @@ import uuid
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_octopods.exceptions import OctopodsInputError
+from airflow_provider_octopods.exceptions import OctopodsError, OctopodsInputError
 from airflow_provider_octopods.operators.octopods import OctopodsBulkSendOperator
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.providers.common.sql.hooks.sql import DbApiHook
 
-    from airflow_provider_octopods.utils.bulk import Outcome
+    from airflow_provider_octopods.utils.bulk import Outcome, RecipientTable
 
 __all__ = ["SqlToOctopodsOperator"]
 
@@ -110,6 +110,20 @@ class SqlToOctopodsOperator(OctopodsBulkSendOperator):
             )
         return hook
 
+    def _check(self, context: Context, recipients: RecipientTable) -> None:
+        """Check that ``results_table`` takes the results, then every row: all before any send."""
+        if self.results_table:
+            probe = f"SELECT {', '.join(RESULT_COLUMNS)} FROM {self.results_table} WHERE 1 = 0"
+            try:
+                self._db_hook().get_first(probe)
+            except Exception as err:  # each driver has its own; retried, in case the database was away
+                raise OctopodsError(
+                    f"Invalid results_table: {self.results_table} cannot take the results, so nothing was sent "
+                    f"({type(err).__name__}: {str(err)[:200]}). Create it with the columns "
+                    f"{list(RESULT_COLUMNS)}, or give another table."
+                ) from None
+        super()._check(context, recipients)
+
     def _rows(self, context: Context) -> Iterator[Any]:
         """Yield one message per row, rendered with ``row``, reading the cursor in chunks."""
         env = self.get_template_env()
@@ -147,7 +161,6 @@ class SqlToOctopodsOperator(OctopodsBulkSendOperator):
             return
         hook = self._db_hook()
         run_id = context["run_id"]
-        hook.run(f"DELETE FROM {self.results_table} WHERE run_id = {hook.placeholder}", parameters=(run_id,))
         written = 0
 
         def rows() -> Iterator[tuple[Any, ...]]:
@@ -156,7 +169,18 @@ class SqlToOctopodsOperator(OctopodsBulkSendOperator):
                 written += 1
                 yield run_id, o.key, o.phone, o.message_id, o.status or o.state, (o.reason or "")[:1000]
 
-        hook.insert_rows(self.results_table, rows(), target_fields=list(RESULT_COLUMNS), commit_every=1000)
+        try:
+            hook.run(
+                f"DELETE FROM {self.results_table} WHERE run_id = {hook.placeholder}", parameters=(run_id,)
+            )
+            hook.insert_rows(
+                self.results_table, rows(), target_fields=list(RESULT_COLUMNS), commit_every=1000
+            )
+        except Exception as err:  # each driver has its own errors
+            raise OctopodsError(
+                f"Every recipient was handled (the report is in the log), but writing {self.results_table} "
+                f"failed: {type(err).__name__}: {str(err)[:200]}"
+            ) from err
         self.log.info("Wrote %d rows to %s.", written, self.results_table)
 
 

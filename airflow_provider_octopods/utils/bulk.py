@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_octopods.exceptions import OctopodsInputError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -30,6 +32,8 @@ REJECTED = "rejected"
 UNCONFIRMED = "unconfirmed"
 #: The wait ended before the sent message was final.
 WAITING = "waiting"
+#: Sent, but Octopods answered without a message id (HubSpot workspaces): its delivery cannot be followed.
+UNTRACKABLE = "untrackable"
 #: Rows of the report's ``not_delivered`` list kept in XCom; the rest are counted (``results_table`` has all).
 REPORT_ROWS = 100
 #: Bad rows an ``on_invalid="fail"`` error lists; the rest are counted.
@@ -69,8 +73,8 @@ class Outcome:
     """
     What became of one recipient: ``sent`` (with its id), ``rejected``, ``unconfirmed``, ``invalid``.
 
-    :param key: the recipient's key.
-    :param phone: the number (as normalised, or as given when invalid).
+    :param key: the recipient's key (an invalid row without one: its label, ``row 7``).
+    :param phone: the number (as normalised, or as given when invalid; None when not given).
     :param state: one of :data:`SENT`, :data:`REJECTED`, :data:`UNCONFIRMED`, :data:`INVALID`.
     :param message_id: the message id, when sent and the workspace gives one.
     :param reason: why it was not sent, or what Octopods said of its delivery.
@@ -78,7 +82,7 @@ class Outcome:
     """
 
     key: str
-    phone: str
+    phone: str | None
     state: str
     message_id: int | None = None
     reason: str | None = None
@@ -116,7 +120,7 @@ class RecipientTable:
             PRAGMA synchronous = OFF;
             PRAGMA cache_size = -512;
             CREATE TABLE r (
-                seq INTEGER PRIMARY KEY, key TEXT NOT NULL, phone TEXT NOT NULL, path TEXT, body BLOB,
+                seq INTEGER PRIMARY KEY, key TEXT NOT NULL, phone TEXT, path TEXT, body BLOB,
                 state TEXT, message_id INTEGER, reason TEXT
             );
             CREATE UNIQUE INDEX r_key ON r (key) WHERE path IS NOT NULL;
@@ -130,27 +134,39 @@ class RecipientTable:
 
     def add(self, recipient: Recipient) -> bool:
         """
-        Add a checked recipient, to send; return False (and add nothing) when its key is already in.
+        Add a checked recipient, to send; return False (and add nothing) when its key is already in
+        for the same send. The same key for another number or content raises: one of the two
+        rows is wrong, and sending only the first would drop the other without a word.
 
         :param recipient: the recipient.
         """
-        added = self._db.execute(
-            "INSERT OR IGNORE INTO r (key, phone, path, body) VALUES (?, ?, ?, ?)",
-            (recipient.key, recipient.phone, recipient.path, recipient.body),
-        ).rowcount
-        self.counts[None] += added
-        return bool(added)
+        row = (recipient.key, recipient.phone, recipient.path, recipient.body)
+        if self._db.execute(
+            "INSERT OR IGNORE INTO r (key, phone, path, body) VALUES (?, ?, ?, ?)", row
+        ).rowcount:
+            self.counts[None] += 1
+            return True
+        first = self._db.execute(
+            "SELECT key, phone, path, body FROM r WHERE key = ? AND path IS NOT NULL", (recipient.key,)
+        ).fetchone()
+        if tuple(first) != row:
+            raise OctopodsInputError(
+                "key",
+                f"{recipient.key!r:.40} is the key of an earlier row with another number or content; "
+                "give each recipient its own key.",
+            )
+        return False
 
-    def add_invalid(self, label: str, phone: str, reason: str) -> None:
+    def add_invalid(self, key: str, phone: str | None, reason: str) -> None:
         """
         Add a row the checks refused (never sent).
 
-        :param label: the row, as the report names it (``row 7 (key a1)``).
-        :param phone: the number as given.
+        :param key: the row's key, or its label (``row 7``) when it has none.
+        :param phone: the number as given (None when not given).
         :param reason: why it cannot be sent.
         """
         self._db.execute(
-            "INSERT INTO r (key, phone, state, reason) VALUES (?, ?, ?, ?)", (label, phone, INVALID, reason)
+            "INSERT INTO r (key, phone, state, reason) VALUES (?, ?, ?, ?)", (key, phone, INVALID, reason)
         )
         self.counts[INVALID] += 1
 
@@ -167,7 +183,9 @@ class RecipientTable:
                 continue
             self._record(key, state, message_id, reason, phone)
 
-    def _record(self, key: str, state: str, message_id: int | None, reason: str | None, phone: str) -> None:
+    def _record(
+        self, key: str, state: str, message_id: int | None, reason: str | None, phone: str | None
+    ) -> None:
         if self._db.execute(
             "UPDATE r SET state = ?, message_id = ?, reason = ?, phone = ? "
             "WHERE key = ? AND path IS NOT NULL AND state IS NULL",
