@@ -230,6 +230,15 @@ def test_sql_rows_are_rendered_per_row_sent_once_and_written_back(
     assert {key for key, _, _ in rows} >= {str(i) for i in range(30)}
 
 
+def one_order_db(tmp_path, monkeypatch, phone_column: str = "phone") -> None:
+    """Make the connection ``bulk_db``: a SQLite database whose table ``orders`` holds one order."""
+    db = tmp_path / "bulk.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"CREATE TABLE orders (order_id INTEGER, {phone_column} TEXT)")
+        conn.execute("INSERT INTO orders VALUES (1, '+12015550123')")
+    monkeypatch.setenv("AIRFLOW_CONN_BULK_DB", json.dumps({"conn_type": "sqlite", "host": str(db)}))
+
+
 @pytest.mark.parametrize(
     ("columns", "field", "column"),
     [
@@ -240,11 +249,7 @@ def test_sql_rows_are_rendered_per_row_sent_once_and_written_back(
 def test_the_sql_operator_refuses_a_missing_column_before_any_send(
     columns, field, column, octopods_conn, tmp_path, monkeypatch
 ):
-    db = tmp_path / "bulk.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE orders (order_id INTEGER, mobile TEXT)")
-        conn.execute("INSERT INTO orders VALUES (1, '+12015550123')")
-    monkeypatch.setenv("AIRFLOW_CONN_BULK_DB", json.dumps({"conn_type": "sqlite", "host": str(db)}))
+    one_order_db(tmp_path, monkeypatch, phone_column="mobile")
     task = SqlToOctopodsOperator(
         task_id="t", sql="SELECT * FROM orders", conn_id="bulk_db", body="x", **columns
     )
@@ -625,11 +630,7 @@ def test_a_results_table_that_cannot_take_the_results_stops_the_task_before_any_
     table, octopods_conn, tmp_path, monkeypatch
 ):
     # It failed with a raw driver error after every message was sent, and again on each retry.
-    db = tmp_path / "bulk.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE orders (order_id INTEGER, phone TEXT)")
-        conn.execute("INSERT INTO orders VALUES (1, '+12015550123')")
-    monkeypatch.setenv("AIRFLOW_CONN_BULK_DB", json.dumps({"conn_type": "sqlite", "host": str(db)}))
+    one_order_db(tmp_path, monkeypatch)
     task = SqlToOctopodsOperator(
         task_id="t", sql="SELECT * FROM orders", conn_id="bulk_db", body="x", results_table=table
     )
