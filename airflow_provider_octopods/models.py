@@ -133,6 +133,25 @@ _DIGITS = re.compile(r"[0-9]+")
 MAX_SECONDS = 10 * 365 * 24 * 3600.0
 
 
+def parse_count(value: Any, field: str, most: int | None = None) -> int:
+    """
+    Return ``value`` as a whole number from 1 (to ``most``), or raise naming ``field``.
+
+    :param value: the number given.
+    :param field: the argument's name, for the error message.
+    :param most: the largest allowed, if any.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < 1
+        or (most is not None and value > most)
+    ):
+        upto = f" to {most}" if most is not None else " up"
+        raise OctopodsInputError(field, f"got {value!r:.20}; pass a whole number from 1{upto}.")
+    return value
+
+
 def seconds(value: Any, field: str, *, positive: bool = False) -> float:
     """
     Return a duration in seconds from a number or a :class:`~datetime.timedelta`, or raise clearly.
@@ -164,16 +183,20 @@ def deadline(value: Any, field: str = "end_time") -> float | None:
     """
     if value is None:
         return None
+    given = value
     if isinstance(value, str):
         parsed = parse_timestamp(value)
         if parsed is None:
             raise OctopodsInputError(field, f"{value!r:.40} is not an ISO 8601 date and time.")
-        return parsed.timestamp()
+        value = parsed
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+        value = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    # one range for every form, so that what a trigger serializes always rebuilds it
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e11:
         raise OctopodsInputError(
-            field, f"got {value!r:.40}; pass a UNIX time, a datetime or an ISO 8601 text."
+            field,
+            f"got {given!s:.40}; pass a UNIX time, a datetime or an ISO 8601 text from 1970 to 5138 "
+            "(None: no deadline).",
         )
     return float(value)
 
@@ -192,7 +215,7 @@ def parse_literal(text: str) -> Any:
     return text
 
 
-def validate_message_id(value: Any, field: str = "message_id") -> int:
+def validate_message_id(value: Any, field: str = "message_id", channel: Channel | None = None) -> int:
     """
     Return ``value`` as a positive ``int`` message id, or raise a clear :class:`OctopodsInputError`.
 
@@ -202,11 +225,19 @@ def validate_message_id(value: Any, field: str = "message_id") -> int:
 
     :param value: the message id to check.
     :param field: the argument's name, for the error message.
+    :param channel: the channel waited on: a send's XCom of another channel is refused.
     """
     hint = "pass the integer message_id returned when the message was sent (e.g. 4829174)"
     if isinstance(value, str) and value.strip().startswith("{"):
         value = parse_literal(value.strip())
     if isinstance(value, Mapping) and "message_id" in value:
+        sent_on = value.get("channel")
+        if channel is not None and sent_on not in (None, channel.name):
+            raise OctopodsInputError(
+                field,
+                f"is the XCom of a {sent_on!s:.20} send, but this waits on {channel.plural}; wait on it "
+                f"with the {sent_on!s:.20} channel's sensor or trigger.",
+            )
         if value["message_id"] is None:
             raise OctopodsInputError(
                 field,
@@ -235,30 +266,38 @@ def validate_message_id(value: Any, field: str = "message_id") -> int:
     return number
 
 
-def validate_message_ids(values: Any, field: str = "message_ids") -> list[int]:
+def validate_message_ids(
+    values: Any, field: str = "message_ids", channel: Channel | None = None
+) -> list[int]:
     """
     Return the message ids as a non-empty list of ints, in input order, without duplicates.
 
     Accepts any sequence or iterable of ids that is not a string (a list, a tuple, the output of a
     mapped task), each item an id or the send operator's XCom (a dict holding ``message_id``); or
     a string: comma-separated ids (``"4829174, 4829175"``), or a rendered Python or JSON list
-    (``"[4829174, 4829175]"``, ``"['4829174', '4829175']"``).
+    (``"[4829174, 4829175]"``, ``"['4829174', '4829175']"``). One id, or one send's XCom, is a
+    list of one (native rendering reads ``"{{ ... | join(',') }}"`` of one id as an int).
 
     :param values: the ids to check.
     :param field: the argument's name, for the error message.
+    :param channel: the channel waited on: a send's XCom of another channel is refused.
     """
     if isinstance(values, str):
         values = parse_literal(values.strip())
     if isinstance(values, str):
         text = values.strip().removeprefix("[").removesuffix("]")
         items: Iterable[Any] = [part for part in (p.strip() for p in text.split(",")) if part]
-    elif isinstance(values, Iterable) and not isinstance(values, (bytes, Mapping)):
+    elif isinstance(values, Mapping) or (isinstance(values, int) and not isinstance(values, bool)):
+        items = [values]
+    elif isinstance(values, Iterable) and not isinstance(values, bytes):
         items = values
     else:
         raise OctopodsInputError(
             field, f"got {type(values).__name__}; pass a list of message ids or a comma-separated string."
         )
-    ids = list(dict.fromkeys(validate_message_id(item, f"{field}[{i}]") for i, item in enumerate(items)))
+    ids = list(
+        dict.fromkeys(validate_message_id(item, f"{field}[{i}]", channel) for i, item in enumerate(items))
+    )
     if not ids:
         raise OctopodsInputError(field, "the list is empty; pass at least one message id.")
     return ids
@@ -717,7 +756,32 @@ class SendOptions(TypedDict, total=False):
     max_segments: int | None
 
 
-class SendArguments:
+class RenderedAsText:
+    """
+    Render the templated fields as text, even in a DAG that renders native objects.
+
+    ``render_template_as_native_obj`` reads every rendered text as a Python literal, and a literal
+    number with no Jinja at all with it: ``"+12015550123"`` becomes the int ``12015550123``, its
+    ``+`` gone, which no check can give back. A number, a text and a name are text; a list given
+    as a template (``message_variables``) is read from its text.
+    """
+
+    def _render(self, template: Any, context: Any, dag: Any = None) -> str:
+        """
+        Render ``template`` to text: Airflow's step that decides native rendering, whose signature
+        every supported Airflow (2.11 to 3.3) shares; its text path, whatever the DAG says.
+        """
+        env = template.environment
+        context.update((k, v) for k, v in template.globals.items() if k not in context)
+        try:
+            nodes = template.root_render_func(env.context_class(env, context, template.name, template.blocks))
+            return "".join(map(str, nodes))  # a native environment yields its values as they are
+        except Exception:
+            env.handle_exception()  # raises the error, its traceback pointing into the template
+            raise
+
+
+class SendArguments(RenderedAsText):
     """
     The arguments of a send, kept as attributes of the operator or notifier that makes it.
 
@@ -753,7 +817,7 @@ class SendArguments:
         )
 
 
-class TemplateArguments:
+class TemplateArguments(RenderedAsText):
     """
     The arguments of a WhatsApp template send, kept as attributes of the operator or notifier that makes it.
 

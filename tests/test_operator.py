@@ -822,3 +822,15 @@ def test_mapped_send_then_one_sensor_on_its_output(octopods_conn, capfd, caplog)
     assert sorted(s["phone_number"] for s in statuses) == sorted(phones)
     assert {s["status"] for s in statuses} == {"delivered"}
     assert posts(octopods_conn) == 3
+
+
+def test_a_dag_that_renders_native_objects_sends_numbers_and_texts_as_text(octopods_conn, capfd, caplog):
+    # Regression: native rendering turned the literal "+12015550123" into the int 12015550123 (its
+    # "+" gone): the operator could not send, and the failure notifier sent nothing.
+    results, output = run_dag("octopods_test_native_rendering", {}, capfd, caplog)
+
+    assert results["send_sms"][0] == "success", output[-3000:]
+    sent = {m.phone_number: m for m in octopods_conn.messages.values()}
+    assert set(sent) == {"+12015550123", "+12015550124"}, output[-3000:]
+    assert sent["+12015550123"].body == sent["+12015550124"].body == "424242"
+    assert sent["+12015550124"].payload["destination_user_name"] == "007"

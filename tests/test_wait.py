@@ -28,7 +28,10 @@ from airflow_provider_octopods.exceptions import (
     OctopodsTransientError,
 )
 from airflow_provider_octopods.models import SmsStatus, validate_message_id, validate_message_ids
-from airflow_provider_octopods.sensors.octopods import OctopodsSmsDeliverySensor
+from airflow_provider_octopods.sensors.octopods import (
+    OctopodsSmsDeliverySensor,
+    OctopodsWhatsAppDeliverySensor,
+)
 from airflow_provider_octopods.testing import Reply, Status
 from airflow_provider_octopods.triggers import octopods as _wait
 from airflow_provider_octopods.triggers.octopods import (
@@ -202,6 +205,37 @@ def test_an_iso_end_time_parses(text):
 def test_an_unreadable_end_time_names_the_field(text):
     with pytest.raises(OctopodsInputError, match="Invalid end_time"):
         deadline(text)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime.max.replace(tzinfo=UTC),
+        "6000-01-01T00:00:00Z",
+        datetime(5200, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31),
+        -1,
+        1e11,
+    ],
+    ids=["datetime-max", "iso-6000", "year-5200", "before-1970", "negative", "too-far"],
+)
+def test_an_end_time_no_trigger_could_rebuild_is_refused_when_built(value):
+    # Regression: a datetime or ISO text out of range built a trigger whose serialized kwargs
+    # could not rebuild it (the range was checked on numbers only), so the triggerer failed the task.
+    with pytest.raises(
+        OctopodsInputError, match=r"^Invalid end_time: got .*from 1970 to 5138 \(None: no deadline\)"
+    ):
+        OctopodsSmsDeliveryTrigger(1, end_time=value)
+
+
+@pytest.mark.parametrize("value", [datetime(5138, 1, 1, tzinfo=UTC), "1970-01-02", 0, timedelta(days=1)])
+def test_every_end_time_a_trigger_takes_survives_its_serialize_round_trip(value):
+    if isinstance(value, timedelta):
+        value = datetime.now(UTC) + value
+    trigger = OctopodsSmsDeliveryTrigger(1, end_time=value)
+    classpath, kwargs = trigger.serialize()
+    assert json_module.loads(json_module.dumps(kwargs)) == kwargs
+    assert OctopodsSmsDeliveryTrigger(**kwargs).serialize() == (classpath, kwargs)
 
 
 # -- the engine, fed by hand ---------------------------------------------------------------------
@@ -580,3 +614,72 @@ def test_a_list_answer_may_be_larger_than_a_status_answer():
     with pytest.raises(OctopodsTransientError, match="larger than") as refused:
         read_answer(status_call(1), Answer(200, {}, body), settings)
     assert refused.value.status_code == 200
+
+
+def test_a_message_that_keeps_failing_does_not_hide_the_others_in_either_loop(octopods_conn):
+    # Regression: the poke stopped at the first error, so a delivered message after one that
+    # always answered 500 was never asked for; the trigger asked for both.
+    bad = octopods_conn.add_message(Reply(500, {"error": "internal"}))
+    good = octopods_conn.add_message("delivered")
+    trigger = OctopodsSmsDeliveryTrigger(
+        message_ids=[bad, good],
+        end_time=time.time() + 1.0,
+        poll_interval=0.05,
+        initial_delay=0,
+        max_poll_interval=0.1,
+    )
+
+    async def first() -> dict:
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("no event")
+
+    event = asyncio.run(asyncio.wait_for(first(), 10))
+    sensor = OctopodsSmsDeliverySensor(
+        task_id="wait", message_ids=[bad, good], poke_interval=0.01, max_poll_interval=0.05
+    )
+    for _ in range(3):
+        assert not sensor.poke({}).is_done
+
+    assert event["status"] == TIMEOUT and event["pending"] == [bad]
+    assert sensor.engine.pending == [bad]
+    assert sensor.engine.last[good].status == "delivered"
+
+
+def test_reschedule_mode_never_pokes_sooner_than_poke_interval_after_trouble(octopods_conn):
+    # Regression: each reschedule starts a new wait, whose first backoff is about 1 s: an outage
+    # made a sensor with poke_interval=60 poll 60 times as often.
+    message_id = octopods_conn.add_message(Reply(503))
+    for _ in range(3):  # each reschedule builds the sensor anew
+        sensor = OctopodsSmsDeliverySensor(
+            task_id="wait", message_id=message_id, mode="reschedule", poke_interval=60
+        )
+        assert not sensor.poke({}).is_done
+        assert sensor.poke_interval == 60
+
+
+@pytest.mark.parametrize(
+    ("sensor_class", "sent_on"),
+    [(OctopodsSmsDeliverySensor, "whatsapp"), (OctopodsWhatsAppDeliverySensor, "sms")],
+)
+def test_a_send_of_the_other_channel_is_refused_before_any_request(sensor_class, sent_on, octopods_conn):
+    # Regression: the SMS sensor polled the SMS endpoint for a WhatsApp send's id.
+    xcom = {"message_id": 4829174, "request_id": "r", "channel": sent_on}
+    for kwargs in ({"message_id": xcom}, {"message_ids": [xcom]}, {"message_id": str(xcom)}):
+        sensor = sensor_class(task_id="wait", **kwargs)
+        with pytest.raises(OctopodsInputError, match=rf"is the XCom of a {sent_on} send, but this waits on"):
+            sensor.execute({})
+    assert octopods_conn.request_count() == 0
+
+
+@pytest.mark.parametrize("value", ["x", "4", 0, -2, True, 2.5])
+def test_a_max_concurrency_that_is_no_count_is_refused_when_built(value):
+    # Regression: the sensor took "x" and failed later, deferred, with a bare ValueError.
+    for build in (
+        lambda: OctopodsSmsDeliverySensor(task_id="wait", message_ids=[1, 2], max_concurrency=value),
+        lambda: OctopodsSmsDeliveryTrigger(message_ids=[1, 2], max_concurrency=value),
+    ):
+        with pytest.raises(
+            OctopodsInputError, match=r"^Invalid max_concurrency: got .*; pass a whole number from 1 up\."
+        ):
+            build()

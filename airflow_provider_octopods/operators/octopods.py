@@ -35,6 +35,7 @@ from airflow_provider_octopods.models import (
     SendOptions,
     TemplateArguments,
     parse_choice,
+    parse_count,
     parse_literal,
     parse_wait_for,
     reached,
@@ -622,8 +623,6 @@ class OctopodsBulkSendOperator(BaseOperator):
             raise OctopodsInputError(
                 "min_delivered_ratio", f"got {min_delivered_ratio!r}; pass a number from 0 to 1."
             )
-        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= BULK_CHUNK:
-            raise OctopodsInputError("window", f"got {window!r:.20}; pass a number from 1 to {BULK_CHUNK}.")
         self.messages = messages
         self.channel = CHANNELS[parse_choice(channel, "channel", tuple(CHANNELS))]
         self.wait_for_delivery = wait_for_delivery
@@ -634,7 +633,7 @@ class OctopodsBulkSendOperator(BaseOperator):
         self.on_invalid = parse_choice(on_invalid, "on_invalid", ON_INVALID)
         self.min_delivered_ratio = min_delivered_ratio
         self.octopods_conn_id = octopods_conn_id or self.channel.conn_id
-        self.window = window
+        self.window = parse_count(window, "window", BULK_CHUNK)
         self.resend_unconfirmed = resend_unconfirmed
         self.fail_fast = fail_fast
         self.max_segments = parse_max_segments(max_segments)

@@ -17,6 +17,7 @@ from airflow_provider_octopods.exceptions import (
     OctopodsError,
     OctopodsInputError,
     OctopodsTimeoutError,
+    OctopodsTransientError,
 )
 from airflow_provider_octopods.models import (
     DELIVERED,
@@ -24,6 +25,7 @@ from airflow_provider_octopods.models import (
     WHATSAPP,
     Channel,
     MessageStatus,
+    parse_count,
     parse_wait_for,
     seconds,
     timeout_message,
@@ -124,14 +126,14 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
         self.schedule = wait.PollSchedule.of(
             initial_delay, poke_interval, backoff_factor, max_poll_interval, interval_field="poke_interval"
         )
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = parse_count(max_concurrency, "max_concurrency")
         self._engine: wait.WaitEngine | None = None
 
     def _ids(self) -> list[int]:
         """Return the rendered ids, validated: a clear error before any request."""
         if self.message_ids is not None:
-            return validate_message_ids(self.message_ids)
-        return [validate_message_id(self.message_id)]
+            return validate_message_ids(self.message_ids, channel=self.channel)
+        return [validate_message_id(self.message_id, channel=self.channel)]
 
     @cached_property
     def hook(self) -> OctopodsHook:
@@ -207,7 +209,8 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
         In poke mode the sensor lives through the wait: pokes during a backoff are skipped, so
         Airflow still checks ``timeout`` every ``poke_interval``. In reschedule mode nothing
         outlives the poke, so ``poke_interval`` (which Airflow reschedules the task by) is set to
-        the engine's next delay: a backoff (a ``Retry-After``, repeated trouble) holds there too.
+        the engine's next delay when it is longer (a ``Retry-After``). A transient error of one
+        message does not stop the others' polls, as in the trigger; a 429 or a final error does.
         """
         engine = self.engine
         if engine.is_backing_off(time.time()):
@@ -227,15 +230,16 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
                 found[message_id] = self.hook.get_message_status(message_id, self.channel)
             except OctopodsError as err:
                 found[message_id] = err
-                break  # the engine stops or backs off on the first error: spare the other requests
+                if _stops_the_round(err):  # else the other messages are asked, as the trigger does
+                    break
         step = engine.feed(found, time.time())
         step.emit(self.log)
         if step.event is not None:
             return PokeReturnValue(
                 is_done=True, xcom_value=self._result(wait.statuses_from_event(step.event, None))
             )
-        if self.reschedule:
-            self.poke_interval = step.delay
+        if self.reschedule:  # never sooner than poke_interval: each reschedule starts a new engine
+            self.poke_interval = max(step.delay, self.schedule.poll_interval)
         return PokeReturnValue(is_done=False)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
@@ -246,6 +250,13 @@ class OctopodsDeliverySensor(wait.ScheduledWait, BaseSensorOperator):
         :param event: the trigger's event payload.
         """
         return self._result(wait.statuses_from_event(event, self.timeout))
+
+
+def _stops_the_round(err: OctopodsError) -> bool:
+    """Whether a poke asks no more after ``err``: Octopods asked to wait, or the wait ends on it."""
+    return (
+        not isinstance(err, OctopodsTransientError) or err.retry_after is not None or err.status_code == 429
+    )
 
 
 class OctopodsSmsDeliverySensor(OctopodsDeliverySensor):

@@ -47,6 +47,7 @@ from airflow_provider_octopods.models import (
     MessageStatus,
     deadline,
     failure_message,
+    parse_count,
     parse_wait_for,
     reached,
     seconds,
@@ -622,14 +623,18 @@ class OctopodsDeliveryTrigger(ScheduledWait, BaseTrigger):
         super().__init__()
         if (message_id is None) == (message_ids is None):
             raise ValueError("Pass exactly one of message_id and message_ids.")
-        self.message_id = None if message_id is None else validate_message_id(message_id)
-        self.message_ids = None if message_ids is None else validate_message_ids(message_ids)
+        self.message_id = (
+            None if message_id is None else validate_message_id(message_id, channel=self.channel)
+        )
+        self.message_ids = (
+            None if message_ids is None else validate_message_ids(message_ids, channel=self.channel)
+        )
         self.wait_for = parse_wait_for(wait_for)
         self.fail_fast = bool(fail_fast)
         self.octopods_conn_id = octopods_conn_id or self.channel.conn_id
         self.schedule = PollSchedule.of(initial_delay, poll_interval, backoff_factor, max_poll_interval)
         self.end_time = deadline(end_time)
-        self.max_concurrency = max(int(max_concurrency), 1)
+        self.max_concurrency = parse_count(max_concurrency, "max_concurrency")
         self._engine: WaitEngine | None = None  # the running wait's, set by run()
 
     @property

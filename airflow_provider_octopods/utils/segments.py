@@ -134,8 +134,8 @@ def check_body(value: Any, field: str = "body", max_segments: int | None = None)
     if not isinstance(value, str):
         raise OctopodsInputError(
             field,
-            f"got {type(value).__name__} {value!r:.40}, not text; pass the SMS text as a string (a "
-            "template rendered natively turns '42' into a number: quote it or use '| string').",
+            f"got {type(value).__name__} {value!r:.40}, not text; pass the SMS text as a string "
+            "(str(value) of a number).",
         )
     if not value.strip():
         raise OctopodsInputError(field, "the SMS text is empty; pass the text to send.")

@@ -15,6 +15,8 @@ DAGs for the tests of sending: the example DAGs' patterns with fast intervals, f
   ``.output``.
 - ``octopods_test_notifier``: a task that fails, with the notifier as the task's and the DAG's
   ``on_failure_callback``.
+- ``octopods_test_native_rendering``: ``render_template_as_native_obj=True``, a literal number and
+  a body that renders to digits, sent by the operator and by the failing task's notifier.
 """
 
 from __future__ import annotations
@@ -140,3 +142,27 @@ with DAG(
         raise RuntimeError("the report source is empty")
 
     nightly_report()
+
+
+with DAG(
+    "octopods_test_native_rendering",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    params={"code": 424242},
+    render_template_as_native_obj=True,  # would read "+12015550123" as the int 12015550123
+):
+
+    @task(
+        on_failure_callback=OctopodsSmsNotifier(
+            destination_phone="+12015550124", body="{{ params.code }}", destination_user_name="007"
+        )
+    )
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    (
+        OctopodsSendSmsOperator(
+            task_id="send_sms", destination_phone="+12015550123", body="{{ params.code }}"
+        )
+        >> fails()
+    )
