@@ -86,8 +86,8 @@ UI_FIELD_BEHAVIOUR_KEBAB = {
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "timeout": {
         "label": "Request timeout (seconds)",
-        "description": "Seconds to wait for Octopods to answer one request (default 30).",
-        "schema": {"type": ["number", "null"], "minimum": 1},
+        "description": "Seconds to wait for Octopods to answer one request (default 30, at most 3600).",
+        "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 3600},
     },
     "allow_insecure_http": {
         "label": "Allow plain http:// to a non-loopback host",
@@ -119,9 +119,9 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "max_requests_per_second": {
         "label": "Max requests per second (per triggerer)",
         "description": (
-            "Requests per second this key may make from one process (all triggers of a triggerer "
-            "share it). Set it a little under your Octopods limit divided by the number of "
-            "triggerers. Empty: adapt to Octopods' 429 answers."
+            "Requests per second this key may make from one event loop (all triggers of a triggerer "
+            "share it; a bulk send has its own). Set it a little under your Octopods limit divided by "
+            "the number of triggerers. Empty: adapt to Octopods' 429 answers."
         ),
         "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
     },

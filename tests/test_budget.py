@@ -13,6 +13,7 @@ import gc
 import itertools
 import json
 import selectors
+import time
 import urllib.error
 import urllib.request
 import weakref
@@ -448,6 +449,43 @@ async def test_when_the_caller_making_the_request_is_cancelled_a_follower_makes_
     await request.started.wait()  # a follower asked again; the others joined it
     request.release.set()
     assert [await f for f in followers] == ["answer 2"] * 3 and request.calls == 2  # one new request
+
+
+async def test_a_follower_stops_at_its_own_deadline_and_the_others_still_share_the_answer() -> None:
+    # Regression: a caller that joined another's request waited as long as that request took,
+    # past its own deadline (two triggers on one message with different deadlines).
+    request = _GatedRequest()
+    leader = asyncio.ensure_future(coalesce(("g", 1), request))
+    await request.started.wait()
+    loop = asyncio.get_running_loop()
+    hurried = asyncio.ensure_future(coalesce(("g", 1), request, until=loop.time() + 0.05))
+    patient = asyncio.ensure_future(coalesce(("g", 1), request, until=loop.time() + 60))
+
+    with pytest.raises(TimeoutError):
+        await hurried
+    request.release.set()
+    assert (await leader, await patient, request.calls) == ("answer 1", "answer 1", 1)
+
+
+async def test_a_poll_sharing_a_slow_request_still_ends_at_its_own_limit(
+    octopods_conn: OctopodsSimulator,
+) -> None:
+    from airflow_provider_octopods.hooks.octopods import OctopodsAsyncHook
+    from airflow_provider_octopods.testing import Hang
+
+    message = octopods_conn.add_message(Hang(2), "delivered")  # answers 503 after 2 s
+    async with OctopodsAsyncHook() as patient, OctopodsAsyncHook() as hurried:
+        slow = asyncio.ensure_future(patient.get_sms_status(message))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(
+            OctopodsTransientError, match=r"did not answer GET /api/v1/sms/messages/\d+ within 0\.5 s"
+        ):
+            await hurried.get_sms_status(message, timeout=0.5)
+        assert time.monotonic() - started < 1.5
+        with pytest.raises(OctopodsTransientError, match=r"HTTP 503"):  # the patient one waited it out
+            await slow
+    assert octopods_conn.request_count(f"/api/v1/sms/messages/{message}") == 1
 
 
 def _get(url: str, key: str) -> tuple[int, dict[str, str]]:

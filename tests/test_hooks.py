@@ -359,6 +359,33 @@ async def test_async_hooks_on_one_loop_share_one_connection_lookup(octopods_conn
         await hook.close()
 
 
+async def test_a_rotated_key_is_read_again_once_for_every_wait_that_was_refused(octopods_conn, monkeypatch):
+    # Regression: 200 waits refused at once (a key rotated) read the connection 200 times.
+    from airflow_provider_octopods.hooks import octopods as hooks_module
+
+    lookups: list[str] = []
+    fetch = hooks_module._fetch_connection
+
+    async def counting_fetch(conn_id: str):
+        lookups.append(conn_id)
+        await asyncio.sleep(0.05)  # a secrets backend takes its time: the refused waits pile up
+        return await fetch(conn_id)
+
+    monkeypatch.setattr(hooks_module, "_fetch_connection", counting_fetch)
+    ids = [octopods_conn.add_message("sent") for _ in range(50)]
+    hooks = [OctopodsAsyncHook() for _ in ids]
+    await asyncio.gather(*(h.get_sms_status(i) for h, i in zip(hooks, ids, strict=True)))
+    octopods_conn.rotate_key("octo-rotated-key-654321")
+    monkeypatch.setenv("AIRFLOW_CONN_OCTOPODS_DEFAULT", json.dumps(octopods_conn.connection_extra()))
+
+    statuses = await asyncio.gather(*(h.get_sms_status(i) for h, i in zip(hooks, ids, strict=True)))
+
+    assert {s.status for s in statuses} == {"sent"}
+    assert len(lookups) == 2  # the first read, then one read again for all
+    for hook in hooks:
+        await hook.close()
+
+
 def test_httphook_run_calls_any_endpoint_with_the_key_and_the_error_rules(octopods_conn):
     # Issue 11 part 3: the inherited run() works instead of refusing.
     message_id = octopods_conn.add_message("delivered")

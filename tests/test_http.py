@@ -77,6 +77,11 @@ def follow(here, location, method="GET", key="k"):
         ("http://127.0.0.1:8765", None, "http://127.0.0.1:8765"),
         ("http://localhost", 9000, "http://localhost:9000"),
         ("http://[::1]:8765", None, "http://[::1]:8765"),
+        # the default port left out: one origin, one request budget (it was two)
+        ("https://app.octopods.io:443", None, "https://app.octopods.io"),
+        ("app.octopods.io", 443, "https://app.octopods.io"),
+        ("http://localhost:80", None, "http://localhost"),
+        ("http://localhost:443", None, "http://localhost:443"),
     ],
 )
 def test_base_url(host, port, expected):
@@ -166,7 +171,19 @@ def test_a_verify_value_of_another_type_is_refused(value):
         ("octo-key\nsecond-line", "a line break at position 9"),
         ("octo\tkey", "a control character at position 5"),
         ("octo\x7fkey", "a control character at position 5"),
-        ("\u201coctokey\u201d", "a character outside Latin-1 (a curly quote?) at position 1"),
+        (
+            "\u201coctokey\u201d",
+            "a character that is not ASCII (a curly quote, a non-breaking space?) at position 1",
+        ),
+        # Regression: Latin-1 passed, and requests sent it as Latin-1, aiohttp as UTF-8: two keys.
+        (
+            "octo-k\u00e9y",
+            "a character that is not ASCII (a curly quote, a non-breaking space?) at position 7",
+        ),
+        (
+            "octo\u00a0key",
+            "a character that is not ASCII (a curly quote, a non-breaking space?) at position 5",
+        ),
     ],
 )
 def test_a_key_that_cannot_travel_in_a_header_is_refused_naming_the_password_field(key, what):
@@ -178,8 +195,8 @@ def test_a_key_that_cannot_travel_in_a_header_is_refused_naming_the_password_fie
     assert key.strip() not in message
 
 
-def test_a_latin1_key_with_inner_spaces_is_kept():
-    assert connection_settings(conn(password=" octo key\u00e9 ")).key == "octo key\u00e9"
+def test_a_key_with_inner_spaces_is_kept():
+    assert connection_settings(conn(password=" octo key ")).key == "octo key"
 
 
 def test_missing_key_is_an_auth_error_that_says_where_to_put_it():
@@ -491,3 +508,30 @@ def test_a_proxy_the_hooks_cannot_use_is_an_input_error_naming_the_variable(name
         proxy_for("https://app.octopods.io/api")
     assert name in str(err.value)
     assert "user:pw" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", [3600.5, 1e10, "1e10"])
+def test_a_timeout_over_an_hour_is_refused_naming_the_extra(value):
+    # Regression: 1e10 passed, and the sync hook crashed with OverflowError after the SMS had left.
+    with pytest.raises(
+        OctopodsInputError,
+        match=r"Invalid extra 'timeout' of .*: must be a number of seconds above 0, at most 3600\.",
+    ):
+        connection_settings(conn(extra={"timeout": value}))
+    assert connection_settings(conn(extra={"timeout": 3600})).timeout == 3600
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://localhost:9\\@api.example/api/v1/sms/messages/1",
+        "https://evil.example\\.api.example/x",
+        "https://user@api.example/api/v1/sms/messages/1",
+        "//evil.example@api.example/x",
+    ],
+)
+def test_a_redirect_whose_host_parsers_read_differently_is_never_followed(location):
+    # Regression: urlsplit read the host of "http://localhost:9\\@api.example/..." as api.example
+    # (same origin: followed), urllib3 as localhost: the sync hook sent the key there.
+    with pytest.raises(OctopodsTransientError, match=r"which is not a URL\.$"):
+        follow("https://api.example/api/v1/sms/messages/1", location)

@@ -569,6 +569,23 @@ ROWS = [
         sent=Sent.MAYBE,
         status_code=302,
     ),
+    # Regression: urllib3 ends the host at "\\", urlsplit at "@": the sync hook followed this
+    # "same-origin" redirect to localhost, with the key.
+    Row(
+        "redirect-location-that-parsers-read-differently",
+        Scripted(
+            lambda env: Reply(
+                302,
+                b"",
+                {"Location": f"http://localhost:9\\@{urlsplit(env.sim.url).netloc}/api/v1/sms/messages/1"},
+            )
+        ),
+        "OctopodsTransientError",
+        r"Octopods answered with a redirect \(HTTP 302\) to 'http://localhost:9\\\\@127\.0\.0\.1:\d+/api/v1/sms/"
+        r"messages/1', which is not a URL\.",
+        sent=Sent.MAYBE,
+        status_code=302,
+    ),
     Row(
         "303-after-post",
         reply(303, headers={"Location": "/api/v1/sms/messages/4829999"}),

@@ -773,3 +773,22 @@ def test_gzip_answers_are_decoded_and_gzip_bombs_bounded(client, monkeypatch):
         with pytest.raises(OctopodsTransientError, match=f"larger than {MAX_RESPONSE_BYTES} bytes"):
             get_status(client, 5)
         assert time.monotonic() - started < 2
+
+
+def test_a_ca_bundle_replaced_in_place_is_read_again_by_the_async_side(tmp_path: Path):
+    # Regression: the TLS context was cached by path, so after a private CA rotated the triggers
+    # kept trusting the old one (requests reads the file again) until the triggerer restarted.
+    from airflow_provider_octopods.hooks.octopods import ssl_context
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, _ = self_signed_certificate(tmp_path / "old", host="127.0.0.1")
+    new, _ = self_signed_certificate(tmp_path / "new", host="127.0.0.2")
+    bundle = tmp_path / "corp-ca.pem"
+    bundle.write_bytes(old.read_bytes())
+    before = ssl_context(str(bundle)).get_ca_certs()
+    bundle.write_bytes(new.read_bytes() + b"\n")  # another size, whatever the clock's resolution
+    after = ssl_context(str(bundle)).get_ca_certs()
+
+    assert before != after and len(after) == 1
+    assert ssl_context(str(bundle)) is ssl_context(str(bundle))  # built once per version of the file

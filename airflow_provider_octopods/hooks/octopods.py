@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import ipaddress
 import json
-import math
 import os
 import re
 import ssl
@@ -103,8 +102,10 @@ LIST_LIMIT = 100
 USER_AGENT = f"airflow-provider-octopods/{__version__}"
 #: Seconds to open a TCP (and TLS) connection.
 CONNECT_TIMEOUT = 10.0
-#: Seconds for a whole request, unless the connection's ``timeout`` extra says otherwise.
+#: Seconds for a whole request, unless the connection's ``timeout`` extra says otherwise ...
 DEFAULT_TIMEOUT = 30.0
+#: ... which may not exceed this (an hour): longer is a typo, and past ``threading.TIMEOUT_MAX`` a crash.
+MAX_TIMEOUT = 3600.0
 #: Octopods' answers are a few hundred bytes; anything larger than this is refused unread.
 MAX_RESPONSE_BYTES = 64 * 1024
 #: ... but a list of the newest 100 WhatsApp sends carries each one's text: it may take this much.
@@ -246,13 +247,24 @@ def parse_verify(value: Any, label: str) -> bool | str:
     return path
 
 
-@lru_cache(maxsize=8)
 def ssl_context(bundle: str | None) -> ssl.SSLContext:
     """
     Return the client TLS context that trusts exactly ``bundle`` (aiohttp's side of :attr:`ApiSettings.ca_bundle`).
 
+    Built once per version of the file: a CA bundle replaced in place (a rotated private CA) is
+    read again, as ``requests`` reads it on every new connection.
+
     :param bundle: a PEM file or directory, or None: no verification (``verify`` explicitly false).
     """
+    try:
+        found = os.stat(bundle) if bundle is not None else None
+    except OSError:  # gone since the connection was read: the handshake will say so
+        found = None
+    return _ssl_context(bundle, found and (found.st_mtime_ns, found.st_size, found.st_ino))
+
+
+@lru_cache(maxsize=8)
+def _ssl_context(bundle: str | None, version: tuple[int, int, int] | None) -> ssl.SSLContext:
     if bundle is None:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -272,8 +284,8 @@ def _parse_timeout(value: Any, label: str) -> float:
         timeout = DEFAULT_TIMEOUT if value in (None, "") else float(value)
     except (TypeError, ValueError, OverflowError):
         raise OctopodsInputError(field_name, "give a number of seconds, e.g. 30.") from None
-    if not 0 < timeout < math.inf:  # also refuses NaN
-        raise OctopodsInputError(field_name, "must be a finite number of seconds above 0.")
+    if not 0 < timeout <= MAX_TIMEOUT:  # also refuses NaN
+        raise OctopodsInputError(field_name, f"must be a number of seconds above 0, at most {MAX_TIMEOUT:g}.")
     return timeout
 
 
@@ -291,8 +303,8 @@ def _api_key(conn: Any, label: str) -> str:
             if char in "\r\n"
             else "a control character"
             if ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F
-            else "a character outside Latin-1 (a curly quote?)"
-            if ord(char) > 0xFF
+            else "a character that is not ASCII (a curly quote, a non-breaking space?)"
+            if ord(char) > 0x7E
             else None
         )
         if bad:
@@ -357,7 +369,9 @@ def connection_settings(conn: Any, label: str | None = None) -> ApiSettings:
         )
     netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     return ApiSettings(
-        base_url=f"{parts.scheme}://{netloc}" + (f":{port}" if port else ""),
+        # the default port left out: https://h and https://h:443 are one origin, one request budget
+        base_url=f"{parts.scheme}://{netloc}"
+        + (f":{port}" if port and port != _DEFAULT_PORTS.get(parts.scheme) else ""),
         key=key,
         timeout=_parse_timeout(extra.get("timeout"), label),
         verify=parse_verify(extra.get("verify"), label),
@@ -984,7 +998,13 @@ def redirect_target(call: Call, send: Send, answer: Answer, settings: ApiSetting
         )
     location = scrub(answer.headers.get("Location") or "", settings.key).strip()
     target = urljoin(send.url, location) if location else ""
-    if not location or any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E for c in location):
+    # A backslash or a user name: URL parsers disagree on the host (urllib3 ends it at "\", urlsplit
+    # at "@"); the origin checked below must be the one the library connects to.
+    if (
+        not location
+        or any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E or c == "\\" for c in location)
+        or "@" in urlsplit(target).netloc
+    ):
         raise call.error(
             OctopodsTransientError,
             f"Octopods answered with a redirect (HTTP {answer.status}) to {location!r:.80}, which is not a URL.",
@@ -1327,21 +1347,25 @@ class ConnectionCache:
     )
 
     @classmethod
-    async def get(cls, conn_id: str, refresh: bool = False) -> ApiSettings:
+    async def get(cls, conn_id: str, stale: ApiSettings | None = None) -> ApiSettings:
         """
         Return the connection's settings.
 
+        When a key rotates, every wait of a triggerer gets its auth error at once: a lookup in
+        flight, or settings read since, serve them all, so the connection is read once, not once
+        per wait.
+
         :param conn_id: the connection id.
-        :param refresh: read it again even if cached.
+        :param stale: settings Octopods refused: read the connection again, unless it was since.
         """
         loop = asyncio.get_running_loop()
         entries = cls._entries.get(loop)
         if entries is None:
             entries = cls._entries[loop] = {}
         entry = entries.get(conn_id)
-        if isinstance(entry, tuple) and not refresh and time.monotonic() < entry[0]:
+        if isinstance(entry, tuple) and entry[1] is not stale and time.monotonic() < entry[0]:
             return entry[1]  # type: ignore[no-any-return]
-        if not isinstance(entry, asyncio.Task) or refresh:
+        if not isinstance(entry, asyncio.Task):  # a lookup in flight is as fresh as a new one
             entry = entries[conn_id] = loop.create_task(_fetch_connection(conn_id))
             entry.add_done_callback(lambda task: cls._settle(entries, conn_id, task))
         return await asyncio.shield(entry)
@@ -1848,7 +1872,9 @@ class OctopodsAsyncHook(_OctopodsHookBase, BaseHook):
     async def settings(self, refresh: bool = False) -> ApiSettings:
         """Return the connection's settings, read once (shared on the event loop), or again with ``refresh``."""
         if self._settings is None or refresh:
-            self._settings = await ConnectionCache.get(self.octopods_conn_id, refresh)
+            self._settings = await ConnectionCache.get(
+                self.octopods_conn_id, self._settings if refresh else None
+            )
         return self._settings
 
     async def call(self, call: Call, started: float | None = None) -> Any:
@@ -1883,7 +1909,15 @@ class OctopodsAsyncHook(_OctopodsHookBase, BaseHook):
         """
         started = time.monotonic()  # a first read of the connection counts against the call's limit
         settings = await self.settings()
-        return await coalesce((settings.group, call.path), self.call, call, started)
+        # A caller sharing another's request still stops at its own limit (a deadline).
+        left = None if call.within is None else started + call.within - time.monotonic()
+        until = None if left is None else asyncio.get_running_loop().time() + left
+        try:
+            return await coalesce((settings.group, call.path), self.call, call, started, until=until)
+        except TimeoutError:
+            within = call.within or 0.0
+            send = Send(call.method, settings.base_url + call.path, {}, None, within, within, None)
+            raise failure_error(call, Failed(Failure.TIMEOUT), settings, send) from None
 
     async def get_message_status(
         self, message_id: int | str, timeout: float | timedelta | None = None, channel: Channel = SMS

@@ -433,7 +433,14 @@ class _LeaderGone(Exception):
     """The caller making a shared request was cancelled; a follower makes it instead."""
 
 
-async def coalesce(name: Hashable, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+def _give_up(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+async def coalesce(
+    name: Hashable, call: Callable[..., Awaitable[T]], *args: Any, until: float | None = None
+) -> T:
     """
     Share one request among concurrent callers with the same ``name``.
 
@@ -442,12 +449,14 @@ async def coalesce(name: Hashable, call: Callable[..., Awaitable[T]], *args: Any
     error, so sharing costs no task. The leader then yields once, so every caller resumes in the
     same loop iteration and their next polls stay in step. A follower cancelled while waiting
     leaves the others alone; if the leader is cancelled, one follower makes the request instead.
-    Nothing is cached after the request ends.
+    A follower waits until its own ``until`` at most (the leader's limit may be longer), then
+    raises ``TimeoutError``. Nothing is cached after the request ends.
 
     :param name: what identifies the request, e.g. ``(group_id(...), message_id)``.
     :param call: makes the request when called with ``args`` (no closure: a poll waiting in the
         budget holds fewer objects).
     :param args: the arguments of ``call``.
+    :param until: when (``loop.time()``) a follower stops waiting; None: when the leader ends.
     """
     loop = asyncio.get_running_loop()
     running = _in_flight.get(loop)
@@ -457,10 +466,14 @@ async def coalesce(name: Hashable, call: Callable[..., Awaitable[T]], *args: Any
     if followers is not None:
         mine: asyncio.Future[T] = loop.create_future()
         followers.append(mine)
+        timer = None if until is None else loop.call_at(until, _give_up, mine)
         try:
             return await mine
         except _LeaderGone:
-            return await coalesce(name, call, *args)
+            return await coalesce(name, call, *args, until=until)
+        finally:
+            if timer is not None:
+                timer.cancel()
     followers = running[name] = []
     try:
         result = await call(*args)
