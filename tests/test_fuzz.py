@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_octopods.exceptions import (
@@ -213,6 +213,7 @@ def test_any_status_answer_is_a_status_or_a_clear_error(status_code, body, retry
 
 @FUZZ
 @given(status_code=st.integers(100, 599), body=bodies())
+@example(status_code=200, body=b'{"request_id": "0"}')  # found on the 3.1 leg: an untrackable send
 def test_any_send_answer_is_a_sent_sms_or_a_clear_error(status_code, body):
     call = Call("send", "POST", SEND_PATH, b"{}", parse=SentSms.from_api, subject="the SMS")
     try:
@@ -222,7 +223,8 @@ def test_any_send_answer_is_a_sent_sms_or_a_clear_error(status_code, body):
         return
     assert 200 <= status_code < 300
     assert isinstance(sent, SentSms)
-    assert sent.message_id > 0
+    # a message id, or none with a request id: an untrackable send (HubSpot workspaces answer so)
+    assert (sent.message_id is None and sent.request_id) or sent.message_id > 0
     assert json.loads(json.dumps(sent.to_dict()))["message_id"] == sent.message_id
 
 
