@@ -479,6 +479,17 @@ def _script(simulator, steps: list) -> int:
     return message_id
 
 
+def _first_event(trigger: OctopodsSmsDeliveryTrigger) -> dict:
+    """Run ``trigger`` in a new event loop until its first event; return the payload."""
+
+    async def first() -> dict:
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("no event")
+
+    return asyncio.run(asyncio.wait_for(first(), 10))
+
+
 def _through_trigger(message_id: int) -> dict:
     trigger = OctopodsSmsDeliveryTrigger(
         message_id,
@@ -488,12 +499,7 @@ def _through_trigger(message_id: int) -> dict:
         max_poll_interval=0.05,
     )
 
-    async def first() -> dict:
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("no event")
-
-    event = asyncio.run(asyncio.wait_for(first(), 10))
+    event = _first_event(trigger)
     return OctopodsSmsDeliverySensor(task_id="wait", message_id=message_id).execute_complete({}, event)
 
 
@@ -629,12 +635,7 @@ def test_a_message_that_keeps_failing_does_not_hide_the_others_in_either_loop(oc
         max_poll_interval=0.1,
     )
 
-    async def first() -> dict:
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("no event")
-
-    event = asyncio.run(asyncio.wait_for(first(), 10))
+    event = _first_event(trigger)
     sensor = OctopodsSmsDeliverySensor(
         task_id="wait", message_ids=[bad, good], poke_interval=0.01, max_poll_interval=0.05
     )
