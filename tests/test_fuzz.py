@@ -213,7 +213,7 @@ def test_any_status_answer_is_a_status_or_a_clear_error(status_code, body, retry
 
 @FUZZ
 @given(status_code=st.integers(100, 599), body=bodies())
-@example(status_code=200, body=b'{"request_id": "0"}')  # found on the 3.1 leg: an untrackable send
+@example(status_code=200, body=b'{"request_id": "0"}')  # found on the 2.11 leg: an untrackable send
 def test_any_send_answer_is_a_sent_sms_or_a_clear_error(status_code, body):
     call = Call("send", "POST", SEND_PATH, b"{}", parse=SentSms.from_api, subject="the SMS")
     try:
