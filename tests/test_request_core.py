@@ -771,9 +771,9 @@ def test_the_async_hook_makes_every_request_with_aiohttp(env: Env, monkeypatch: 
     used: list[str] = []
     original = hooks_module.send_with_aiohttp
 
-    async def spy(session: Any, send: Any) -> Any:
+    async def spy(session: Any, send: Any, tls: Any) -> Any:
         used.append(f"{send.method} {urlsplit(send.url).path}")
-        return await original(session, send)
+        return await original(session, send, tls)
 
     def not_requests(*args: Any) -> Any:
         raise AssertionError("the async hook made a request with requests")

@@ -166,6 +166,11 @@ class ApiSettings:
         """The request budget's group of this URL and key (a keyed hash, never the key)."""
         return group_id(self.base_url, self.key)
 
+    @cached_property
+    def tls(self) -> ssl.SSLContext:
+        """aiohttp's TLS context for :attr:`ca_bundle`, looked up once per read of the connection (not per poll)."""
+        return ssl_context(self.ca_bundle)
+
     @property
     def ca_bundle(self) -> str | None:
         """The CA bundle both libraries verify servers with (certifi's by default); None: no checks."""
@@ -252,7 +257,8 @@ def ssl_context(bundle: str | None) -> ssl.SSLContext:
     Return the client TLS context that trusts exactly ``bundle`` (aiohttp's side of :attr:`ApiSettings.ca_bundle`).
 
     Built once per version of the file: a CA bundle replaced in place (a rotated private CA) is
-    read again, as ``requests`` reads it on every new connection.
+    read again at the next read of the connection (:attr:`ApiSettings.tls`), as ``requests``
+    reads it on every new connection.
 
     :param bundle: a PEM file or directory, or None: no verification (``verify`` explicitly false).
     """
@@ -1251,12 +1257,15 @@ def _aiohttp_failure(err: BaseException) -> Failed:
     return next((Failed(kind) for types, kind in kinds if isinstance(err, types)), Failed(Failure.BROKEN))
 
 
-async def send_with_aiohttp(session: aiohttp.ClientSession, send: Send) -> Answer | Failed:
+async def send_with_aiohttp(
+    session: aiohttp.ClientSession, send: Send, tls: ssl.SSLContext
+) -> Answer | Failed:
     """
     Perform ``send`` with ``aiohttp`` (redirects never followed by ``aiohttp``), within ``send.timeout``.
 
     :param session: the shared session of the event loop.
     :param send: the request.
+    :param tls: the TLS context of ``send.ca_bundle`` (:attr:`ApiSettings.tls`).
     """
     try:
         async with session.request(
@@ -1265,7 +1274,7 @@ async def send_with_aiohttp(session: aiohttp.ClientSession, send: Send) -> Answe
             headers=send.headers,
             data=send.body,
             allow_redirects=False,
-            ssl=ssl_context(send.ca_bundle),
+            ssl=tls,
             proxy=send.proxy,
             timeout=aiohttp.ClientTimeout(total=send.timeout, connect=send.connect_timeout),
         ) as response:
@@ -1429,7 +1438,7 @@ async def send_within_budget(
             return Failed(Failure.EXPIRED)
         if left < send.timeout:
             send = dataclasses.replace(send, timeout=left, connect_timeout=min(send.connect_timeout, left))
-    outcome = await send_with_aiohttp(session, send)
+    outcome = await send_with_aiohttp(session, send, settings.tls)
     if isinstance(outcome, Answer):
         budget.on_answer(outcome.status, parse_retry_after(outcome.headers.get("Retry-After")), sent_at)
     else:

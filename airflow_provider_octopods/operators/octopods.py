@@ -559,7 +559,8 @@ class OctopodsBulkSendOperator(BaseOperator):
     connection's ``max_requests_per_second`` (adaptive to HTTP 429 when unset); a 429 is sent
     again after its ``Retry-After``, never lost nor doubled. On Airflow 3.3+ each window is
     marked in the task state store before it leaves and recorded after: a retry sends only what
-    no earlier try sent, and reports what was in flight when a try died as ``unconfirmed`` (``resend_unconfirmed=True`` sends those again, at the risk of a
+    no earlier try sent, and reports what was in flight when a try died as ``unconfirmed``
+    (``resend_unconfirmed=True`` sends those again, at the risk of a
     second message). Before 3.3 any failure after the first send fails without retry.
 
     With ``wait_for_delivery`` (the default) one wait covers every message (deferred to the
@@ -715,7 +716,7 @@ class OctopodsBulkSendOperator(BaseOperator):
                 phone_given = None if given is None else str(given)
                 recipients.add_invalid(named or f"row {total}", phone_given, str(err))
                 if len(invalid) < ERROR_ROWS:
-                    invalid.append((label, str(phone_given), str(err)))
+                    invalid.append((label, str(given), str(err)))
         if costly:
             self.log.warning(
                 "%d SMS texts are sent in UCS-2 because of one character each; they cost more segments.",

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_octopods.exceptions import OctopodsInputError
+from airflow_provider_octopods.models import parse_count
 
 #: The most characters Octopods accepts in one SMS text (a character outside the Basic
 #: Multilingual Plane, such as most emoji, counts as two: UTF-16 code units).
@@ -115,11 +116,7 @@ def parse_max_segments(value: Any, field: str = "max_segments") -> int | None:
     :param value: ``None`` or a positive integer.
     :param field: the argument's name, for the error message.
     """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise OctopodsInputError(field, f"got {value!r:.20}; give a positive integer (e.g. 1), or None.")
-    return value
+    return None if value is None else parse_count(value, field)
 
 
 def check_body(value: Any, field: str = "body", max_segments: int | None = None) -> BodyCost:
